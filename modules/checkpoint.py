@@ -1,0 +1,308 @@
+"""The one loader (and writer) of model files.
+
+Model files are untrusted. Everything is read with ``torch.load(weights_only=True)``: PyTorch's
+restricted unpickler builds tensors and plain containers and refuses every other global. Legacy
+formats that reference foreign classes (fairseq's ``argparse.Namespace`` / omegaconf configs,
+faiss objects inside ``feature_and_index.pkl``) are read by the same restricted machinery with an
+explicit allow-list of *stand-in* classes: the stand-ins only record the pickled state, so no
+code named by the file ever runs. Anything outside the allow-list is refused with
+:class:`~modules.errors.UnsafeFileError`.
+
+Writing is atomic (temporary name + rename), so a kill during a save never leaves a truncated
+checkpoint under the final name.
+
+SoVITS checkpoints (``G_*.pth`` / ``D_*.pth``) keep the 4.1 layout (spec §7.1): a dict with
+``model``, ``iteration`` (the epoch), ``optimizer`` and ``learning_rate``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from modules.errors import CheckpointError, UnsafeFileError
+from modules.io_utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+# State-dict keys whose shape may legitimately differ from the model's: fine-tuning a base model
+# trained with another speaker count. They are re-initialised (and announced), never refused.
+REINIT_ON_SHAPE_MISMATCH = ("emb_g.weight",)
+
+
+# --- reading ------------------------------------------------------------------------------------
+def _describe(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "unreadable"
+    return f"{size} bytes"
+
+
+def torch_load(
+    path: str | os.PathLike,
+    *,
+    map_location: str | torch.device | None = "cpu",
+    stand_ins: Mapping[str, type | Callable] | None = None,
+    what: str = "model file",
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with clear errors.
+
+    ``stand_ins`` maps fully qualified global names found in legacy files (for example
+    ``"argparse.Namespace"``) to harmless local classes that only record state; they extend the
+    allow-list for this call only. A file that names any other global is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: {what} is empty (0 bytes); download or copy it again")
+    globals_list = [(obj, name) for name, obj in (stand_ins or {}).items()]
+    try:
+        with torch.serialization.safe_globals(globals_list):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        m = re.search(r"(?:Unsupported global|GLOBAL) *:? *(?:GLOBAL )?([\w.]+)", msg)
+        if m or "weights_only" in msg.lower():
+            name = m.group(1) if m else "an unknown global"
+            raise UnsafeFileError(
+                f"{path}: refused to load: the file references '{name}', which is not on the "
+                f"allow-list for a {what}. Nothing from the file was executed. If this file came "
+                "from a source you do not trust, delete it."
+            ) from None
+        raise CheckpointError(f"{path}: not a valid {what} ({_describe(path)}): {msg.splitlines()[0]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path}: cannot read {what} ({_describe(path)}); it is truncated or not a PyTorch "
+            f"file: {first}. Download or copy it again."
+        ) from None
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """A :class:`pickle.Unpickler` that resolves only the globals in ``allowed``.
+
+    Used for plain (non-zip) legacy pickles such as 4.1's ``feature_and_index.pkl``. ``allowed``
+    maps ``"module.name"`` to the object to return for it (usually a stand-in class).
+    """
+
+    def __init__(self, file: io.BufferedIOBase, allowed: Mapping[str, Any], source: str = "file") -> None:
+        super().__init__(file)
+        self._allowed = dict(allowed)
+        self._source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        if full in self._allowed:
+            return self._allowed[full]
+        raise UnsafeFileError(
+            f"{self._source}: refused to load: the pickle references '{full}', which is not on the "
+            "allow-list. Nothing from the file was executed."
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeFileError(f"{self._source}: refused to load: unexpected persistent id in pickle")
+
+
+def restricted_pickle_load(path: str | os.PathLike, allowed: Mapping[str, Any], what: str = "file") -> Any:
+    """Read a plain pickle through :class:`RestrictedUnpickler` with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} not found")
+    try:
+        with open(path, "rb") as f:
+            return RestrictedUnpickler(f, allowed, source=str(path)).load()
+    except UnsafeFileError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path}: not a valid {what} ({_describe(path)}): {e}") from None
+
+
+# --- writing ------------------------------------------------------------------------------------
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same directory, then rename over ``path``."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+# --- state dicts -------------------------------------------------------------------------------
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def load_state_dict_checked(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "checkpoint",
+    allow_missing: Iterable[str] = (),
+    reinit_on_mismatch: Iterable[str] = REINIT_ON_SHAPE_MISMATCH,
+) -> dict[str, list[str]]:
+    """Load ``state_dict`` into ``model`` and report every key that does not fit, by name.
+
+    Missing keys (except prefixes in ``allow_missing``), unexpected keys and shape mismatches
+    raise :class:`CheckpointError` instead of silently keeping random weights. A shape mismatch
+    of a key in ``reinit_on_mismatch`` (the speaker table when fine-tuning with another speaker
+    count) keeps the model's fresh tensor and is logged as a warning. Returns what happened.
+    """
+    model = _unwrap(model)
+    own = model.state_dict()
+    allow_missing = tuple(allow_missing)
+    reinit_keys = set(reinit_on_mismatch)
+    missing = [k for k in own if k not in state_dict and not k.startswith(allow_missing)]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched, reinit = [], []
+    merged = {}
+    for k, v in own.items():
+        if k not in state_dict:
+            merged[k] = v
+            continue
+        src = state_dict[k]
+        if not isinstance(src, torch.Tensor):
+            raise CheckpointError(f"{source}: entry '{k}' is a {type(src).__name__}, not a tensor")
+        if tuple(src.shape) != tuple(v.shape):
+            if k in reinit_keys:
+                reinit.append(k)
+                merged[k] = v
+                log.warning(
+                    "%s: '%s' has shape %s but the model needs %s; it is re-initialised (expected when "
+                    "fine-tuning a base model with another speaker count)", source, k, tuple(src.shape), tuple(v.shape)
+                )
+                continue
+            mismatched.append(f"{k}: file {tuple(src.shape)} vs model {tuple(v.shape)}")
+            continue
+        merged[k] = src.to(dtype=v.dtype) if src.is_floating_point() and v.is_floating_point() else src
+    problems = []
+    if mismatched:
+        problems.append("shape mismatch for " + "; ".join(mismatched[:8]) + (" ..." if len(mismatched) > 8 else ""))
+    if missing:
+        problems.append(f"{len(missing)} missing keys: " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit this model ({'; '.join(problems)}). Check that the config "
+            "matches the checkpoint (speech encoder / ssl_dim, vol_embedding, flow options, vocoder)."
+        )
+    model.load_state_dict(merged, strict=False)
+    return {"reinitialised": reinit}
+
+
+# --- SoVITS G/D checkpoints --------------------------------------------------------------------
+def load_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    skip_optimizer: bool = False,
+    *,
+    allow_missing: Iterable[str] = (),
+) -> tuple[torch.nn.Module, torch.optim.Optimizer | None, float, int]:
+    """Load a 4.1 ``G_*.pth`` / ``D_*.pth`` (spec §7.1) → ``(model, optimizer, learning_rate, iteration)``.
+
+    Unlike 4.1, keys that do not fit are reported (see :func:`load_state_dict_checked`).
+    ``allow_missing`` lets inference accept compressed models without ``enc_q``. The optimizer
+    state is restored only when its parameter count matches; otherwise a warning says so.
+    """
+    checkpoint_path = Path(checkpoint_path)
+    ckpt = torch_load(checkpoint_path, what="so-vits-svc checkpoint")
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        keys = list(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{checkpoint_path}: not a so-vits-svc checkpoint (expected a dict with 'model', "
+            f"'iteration', 'optimizer', 'learning_rate'; found {keys})"
+        )
+    iteration = int(ckpt.get("iteration", 0) or 0)
+    learning_rate = float(ckpt.get("learning_rate", 0.0) or 0.0)
+    state = ckpt["model"]
+    first = next((v for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
+    target = _unwrap(model)
+    if first is not None and first.dtype != next(target.parameters()).dtype:
+        # 4.1 casts the model to the checkpoint's dtype (half "release" models).
+        target.to(first.dtype)
+    load_state_dict_checked(target, state, source=str(checkpoint_path), allow_missing=allow_missing)
+    if optimizer is not None and not skip_optimizer and ckpt.get("optimizer") is not None:
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            log.warning("%s: optimizer state not restored (%s); continuing with a fresh optimizer", checkpoint_path, e)
+    log.info("Loaded checkpoint '%s' (iteration %d)", checkpoint_path, iteration)
+    return model, optimizer, learning_rate, iteration
+
+
+def save_checkpoint(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    learning_rate: float,
+    iteration: int,
+    checkpoint_path: str | os.PathLike,
+    **extra: Any,
+) -> None:
+    """Write a 4.1-format checkpoint atomically. ``extra`` keys (e.g. ``step``) are added."""
+    state_dict = _unwrap(model).state_dict()
+    obj = {
+        "model": state_dict,
+        "iteration": int(iteration),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "learning_rate": float(learning_rate),
+        **extra,
+    }
+    atomic_torch_save(obj, checkpoint_path)
+    log.info("Saved checkpoint '%s' (iteration %d)", checkpoint_path, iteration)
+
+
+_STEP_RE = re.compile(r"_(\d+)\.(?:pth|pt)$")
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step number in a checkpoint file name (``G_800.pth`` → 800), or None."""
+    m = _STEP_RE.search(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def latest_checkpoint_path(dir_path: str | os.PathLike, regex: str = "G_*.pth") -> str | None:
+    """The checkpoint matching the glob ``regex`` in ``dir_path`` with the highest step number.
+
+    4.1 concatenated every digit of the whole path (spec §13.17), so ``logs/44k2/G_9.pth``
+    could sort after ``G_100.pth``; here only the step in the file name counts. Temporary
+    files from interrupted saves never match. Returns None when there is none.
+    """
+    files = [p for p in Path(dir_path).glob(regex) if checkpoint_step(p) is not None and not p.name.startswith(".")]
+    if not files:
+        return None
+    return str(max(files, key=lambda p: checkpoint_step(p)))
+
+
+def clean_checkpoints(path_to_models: str | os.PathLike = "logs/44k/", n_ckpts_to_keep: int = 2, sort_by_time: bool = True) -> list[str]:
+    """Delete all but the newest ``n_ckpts_to_keep`` ``G_<n>.pth`` / ``D_<n>.pth`` (by step).
+
+    ``*_0.pth`` (base models) are never deleted. Unlike 4.1 (spec §13.17) only files named
+    exactly ``G_<n>.pth`` / ``D_<n>.pth`` count, and order is by step, not modification time
+    (``sort_by_time`` is accepted for compatibility and ignored). ``n_ckpts_to_keep`` ≤ 0 keeps
+    everything. Returns the deleted paths.
+    """
+    if n_ckpts_to_keep <= 0:
+        return []
+    deleted = []
+    for prefix in ("G", "D"):
+        files = []
+        for p in Path(path_to_models).glob(f"{prefix}_*.pth"):
+            if re.fullmatch(rf"{prefix}_(\d+)\.pth", p.name) and p.name != f"{prefix}_0.pth":
+                files.append(p)
+        files.sort(key=checkpoint_step)
+        for p in files[:-n_ckpts_to_keep]:
+            try:
+                p.unlink()
+                deleted.append(str(p))
+                log.info("Deleted old checkpoint %s", p)
+            except FileNotFoundError:
+                pass
+    return deleted
