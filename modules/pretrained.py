@@ -104,3 +104,97 @@ def require(key: str, path: str | os.PathLike | None = None) -> Path:
     if not p.is_file():
         raise MissingPretrainedError(missing_message(key, p))
     return p
+
+
+# --- downloading ---------------------------------------------------------------------------------
+class DownloadError(MissingPretrainedError):
+    """A download failed (network, size or checksum); nothing was written under the final name."""
+
+
+def _fetch(url: str, dest, *, timeout: float, progress: bool) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=not progress) as bar:
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"cannot download {url}: {reason}") from None
+
+
+def sha256_of(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(entry: PretrainedFile, dest_dir: str | os.PathLike | None = None, *, url: str | None = None,
+             timeout: float = 60.0, progress: bool = True, force: bool = False) -> Path:
+    """Fetch ``entry`` into ``dest_dir`` (default ``pretrain/``), verify size and SHA-256, rename into place.
+
+    Zip releases (RMVPE, NSF-HiFiGAN) are unpacked: ``archive_member`` becomes ``filename``, and
+    for NSF-HiFiGAN its ``config.json`` is extracted beside it. On any failure nothing is left
+    under the final name and :class:`DownloadError` says what happened and what to do by hand.
+    """
+    import tempfile
+    import zipfile
+
+    from modules.io_utils import atomic_path
+
+    dest_dir = Path(dest_dir) if dest_dir is not None else pretrain_dir()
+    target = dest_dir / entry.filename
+    if target.is_file() and not force:
+        return target
+    url = url or entry.url
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmpdir:
+        raw = Path(tmpdir) / "download"
+        try:
+            _fetch(url, raw, timeout=timeout, progress=progress)
+        except DownloadError as e:
+            raise DownloadError(f"{e}. Download it by hand and put it at {target}.") from None
+        if entry.size is not None and raw.stat().st_size != entry.size:
+            raise DownloadError(f"{url}: got {raw.stat().st_size} bytes, expected {entry.size}; the download is "
+                                f"incomplete or the file changed. Nothing was written to {target}.")
+        if entry.sha256 is not None:
+            digest = sha256_of(raw)
+            if digest != entry.sha256:
+                raise DownloadError(f"{url}: SHA-256 {digest} does not match the published {entry.sha256}; "
+                                    f"the file is corrupted or not the official one. Nothing was written to {target}.")
+        if entry.archive_member is None:
+            with atomic_path(target) as tmp:
+                os.replace(raw, tmp)
+            return target
+        try:
+            with zipfile.ZipFile(raw) as zf:
+                names = zf.namelist()
+                member = next((n for n in names if n == entry.archive_member or n.endswith("/" + entry.archive_member)), None)
+                if member is None:
+                    raise DownloadError(f"{url}: archive has no '{entry.archive_member}' (it holds {names[:10]})")
+                extras = []
+                if Path(entry.filename).parent != Path("."):
+                    # a folder release (nsf_hifigan/model + config.json): take its siblings too
+                    prefix = member.rsplit("/", 1)[0] + "/" if "/" in member else ""
+                    extras = [n for n in names if n.startswith(prefix) and n != member and not n.endswith("/")]
+                for name in extras:
+                    with atomic_path(target.parent / Path(name).name) as tmp:
+                        tmp.write_bytes(zf.read(name))
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(zf.read(member))
+        except zipfile.BadZipFile:
+            raise DownloadError(f"{url}: not a valid zip archive; nothing was written to {target}") from None
+    return target
