@@ -1,0 +1,321 @@
+"""The page: :func:`build_app` lays out 4.1's web UI (spec §11.2) and wires :mod:`webui.callbacks`.
+
+Tabs: "Inference" (model settings, inference settings, audio in → converted audio out) and
+"Tools" (static model mixing, model compression). 4.1's Edge-TTS tab is left out (it needs
+an online service). Each browser session holds its own model in a ``gr.State``; closing the tab
+frees it. Errors are shown as a pop-up message (``gr.Error``); the page stays usable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import gradio as gr
+
+from modules.errors import SvcError
+from webui import callbacks as cb
+from webui.callbacks import InferenceSettings
+
+log = logging.getLogger(__name__)
+
+TITLE = "so-vits-svc 4.1"
+# Loading, unloading and converting share one queue (one at a time, all sessions): an unload can
+# never pull the model from under a running conversion, and two conversions never compete for memory.
+MODEL_QUEUE = "model"
+FILE_BOX_HEIGHT = 150  # px: compact upload / download boxes (Gradio's default is much taller)
+CACHE_CLEANUP = (24 * 3600, 24 * 3600)  # drop uploads / cached outputs older than a day, checked daily
+
+# The settings in the order of 4.1's two columns.
+SETTINGS_LEFT = ("auto_predict_f0", "f0_predictor", "tran", "cluster_infer_ratio", "slice_db", "output_format",
+                 "noice_scale", "k_step")
+SETTINGS_RIGHT = ("pad_seconds", "clip_seconds", "lg_num", "lgr_num", "enhancer_adaptive_key", "cr_threshold",
+                  "loudness_envelope_adjustment", "second_encoding")
+
+
+def shown(fn: Callable) -> Callable:
+    """Run a callback; user errors become a pop-up with their message (and one log line), anything
+    else a pop-up with its type and message (and its traceback in the log). Pop-ups stay until closed."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except SvcError as e:
+            log.warning("%s", e)
+            raise gr.Error(str(e), title="Error", duration=None, print_exception=False) from None
+        except Exception as e:  # a bug or an unexpected library error: say so, keep the page alive
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error(f"{type(e).__name__}: {e} (see the server log for details)", title="Unexpected error",
+                           duration=None, print_exception=False) from None
+
+    return run
+
+
+def _free(svc: Any) -> None:
+    """``gr.State`` delete callback: the session ended, free its model."""
+    if svc is not None:
+        svc.unload_model()
+
+
+# --- callbacks in the page's terms (component values in, component updates out) -----------------
+@shown
+def on_refresh_local(trained_dir: str | os.PathLike = cb.TRAINED_DIR):
+    choices = cb.scan_local_models(trained_dir)
+    return gr.update(choices=choices, value=choices[0] if choices else None)
+
+
+def _load(svc, source, model_file, config_file, local_folder, diff_model, diff_config, cluster_file, device,
+          enhance, only_diffusion, trained_dir):
+    if source == "local" and not only_diffusion:
+        if local_folder and local_folder not in cb.scan_local_models(trained_dir):
+            raise SvcError(f"local model {local_folder!r} is not a model folder under {trained_dir}/; press 'Refresh'")
+        model_file, config_file = cb.local_model_files(local_folder)
+    new, msg = cb.load_model(model_path=model_file, config_path=config_file, diffusion_model_path=diff_model,
+                             diffusion_config_path=diff_config, cluster_model_path=cluster_file, device=device,
+                             enhance=enhance, only_diffusion=only_diffusion)
+    if svc is not None:  # one model per session; the old one stays usable if the new one fails to load
+        cb.unload_model(svc)
+    names = cb.speakers(new)
+    return new, gr.update(choices=names, value=names[0] if names else None), msg
+
+
+@shown
+def on_unload(svc):
+    msg = cb.unload_model(svc)
+    return None, gr.update(choices=[], value=None), msg
+
+
+def _convert(svc, audio, speaker, values: dict[str, Any], results_dir, progress):
+    settings = InferenceSettings.from_ui(**values)
+    progress(0, desc="Reading audio")
+    result = cb.convert_file(svc, audio, speaker, settings, results_dir=results_dir,
+                             on_start=lambda s: progress(0, desc=f"Converting {s:.1f} s of audio"))
+    return result.message, str(result.path), str(result.path)
+
+
+def _mix_append(new_files, current):
+    paths = list(current or []) + [f for f in (new_files or []) if f not in (current or [])]
+    return paths
+
+
+@shown
+def on_mix_files_changed(paths, rates_text):
+    return cb.mix_rates_text(paths, rates_text)
+
+
+def _file(label: str, elem_id: str, **kwargs) -> gr.File:
+    return gr.File(label=label, elem_id=elem_id, height=FILE_BOX_HEIGHT, **kwargs)
+
+
+def _model_panel(trained_dir: Path) -> SimpleNamespace:
+    """4.1's model settings: upload / local tabs, diffusion, cluster, device, enhancer, load / unload."""
+    ui = SimpleNamespace()
+    with gr.Row(variant="panel"):
+        with gr.Column():
+            gr.Markdown("**Model settings**")
+            with gr.Tabs():
+                with gr.Tab("Upload", id="upload") as ui.tab_upload:
+                    with gr.Row():
+                        ui.model_file = _file("Model (G_*.pth)", "model_file")
+                        ui.config_file = _file("Config (config.json)", "config_file")
+                with gr.Tab("Local", id="local") as ui.tab_local:
+                    gr.Markdown(f"Put each model in its own folder under `{trained_dir}/` "
+                                "(exactly one `.pth` and one `.json` per folder).")
+                    ui.local_refresh = gr.Button("Refresh local model list", elem_id="local_refresh")
+                    choices = cb.scan_local_models(trained_dir)
+                    ui.local_folder = gr.Dropdown(label="Model folder", choices=choices,
+                                                  value=choices[0] if choices else None, interactive=True,
+                                                  elem_id="local_folder")
+            with gr.Row():
+                ui.diff_model = _file("Diffusion model (model_*.pt, optional)", "diffusion_model")
+                ui.diff_config = _file("Diffusion config (config.yaml)", "diffusion_config")
+            ui.cluster_file = _file("Cluster model (kmeans_10000.pt) or feature index (feature_and_index.pkl), "
+                                    "optional", "cluster_file")
+            ui.device = gr.Dropdown(label="Device", choices=cb.device_choices(), value=cb.DEVICE_AUTO,
+                                    info="Auto: a GPU if there is one, else the CPU", elem_id="device")
+            ui.enhance = gr.Checkbox(label="NSF-HiFiGAN enhancer", value=False,
+                                     info="can help models trained on little data; can hurt well-trained ones")
+            ui.only_diffusion = gr.Checkbox(label="Diffusion only", value=False,
+                                            info="no SoVITS model: the diffusion model converts alone")
+        with gr.Column():
+            gr.Markdown("Choose the files on the left, then load the model.")
+            ui.load_btn = gr.Button("Load model", variant="primary", elem_id="load_button")
+            ui.unload_btn = gr.Button("Unload model", elem_id="unload_button")
+            ui.speaker = gr.Dropdown(label="Speaker", choices=[], value=None, interactive=True, elem_id="speaker")
+            ui.load_status = gr.Textbox(label="Model status", lines=6, interactive=False, elem_id="load_status")
+    return ui
+
+
+def _settings_panel() -> dict[str, gr.components.Component]:
+    """One control per :class:`InferenceSettings` field, in 4.1's two columns."""
+    defaults = InferenceSettings()
+    controls: dict[str, gr.components.Component] = {}
+    with gr.Row(variant="panel"):
+        for column in (SETTINGS_LEFT, SETTINGS_RIGHT):
+            with gr.Column():
+                if column is SETTINGS_LEFT:
+                    gr.Markdown("**Inference settings**")
+                for name in column:
+                    controls[name] = _setting_control(name, getattr(defaults, name))
+    return controls
+
+
+def _conversion_panel() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    with gr.Tabs():
+        with gr.Tab("Audio to audio", id="audio"):
+            ui.input_audio = gr.Audio(label="Input audio (wav, flac, ogg, mp3; mono or stereo)", type="filepath",
+                                      sources=["upload", "microphone"], elem_id="input_audio")
+            ui.convert_btn = gr.Button("Convert", variant="primary", elem_id="convert_button")
+    with gr.Row():
+        with gr.Column():
+            ui.status = gr.Textbox(label="Output message", lines=3, interactive=False, elem_id="convert_status")
+            ui.output_file = _file("Download", "output_file", interactive=False)
+        with gr.Column():
+            ui.output_audio = gr.Audio(label="Output audio", type="filepath", interactive=False,
+                                       elem_id="output_audio")
+    return ui
+
+
+def _mixing_tab() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    gr.Markdown(
+        "Merge several models into one: every weight becomes a weighted sum of the models' weights. All models "
+        "must come from the **same config** (same encoder, sizes and speaker count; multi-speaker tables are "
+        "mixed speaker by speaker). Rates are in %. *Convex* passes the rates through a softmax of rate/100 "
+        "(4.1's definition: equal rates average the models, 100/0 gives ≈73/27); *linear* uses rate/100 as "
+        "given. Use any of the models' config.json with the result; cluster models no longer fit.")
+    ui.files = gr.Files(label="Models to mix (G_*.pth)", elem_id="mix_files")
+    ui.upload = gr.UploadButton("Add more models", file_count="multiple", elem_id="mix_upload")
+    ui.rates = gr.Textbox(label="Mixing rates (JSON: file name → rate in %)", lines=5, interactive=True,
+                          elem_id="mix_rates")
+    ui.mode = gr.Radio(label="Mixing mode", choices=[(label, key) for key, label in cb.MIX_MODE_LABELS.items()],
+                       value="convex", elem_id="mix_mode")
+    ui.button = gr.Button("Mix models", variant="primary", elem_id="mix_button")
+    ui.status = gr.Textbox(label="Output message", interactive=False, elem_id="mix_status")
+    ui.output = _file("Mixed model", "mix_output", interactive=False)
+    return ui
+
+
+def _compression_tab() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    gr.Markdown(
+        "Make a release model from a training checkpoint: drops the training-only posterior encoder and the "
+        "optimiser state (about a third of the size), optionally as float16. Inference is unchanged, but "
+        "**the result cannot be trained further**.")
+    with gr.Row():
+        ui.model = _file("Model (G_*.pth)", "compress_model")
+        ui.config = _file("Its config.json", "compress_config")
+    ui.half = gr.Checkbox(label="Store weights as float16 (half the size again)", value=False,
+                          elem_id="compress_half")
+    ui.button = gr.Button("Compress model", variant="primary", elem_id="compress_button")
+    ui.status = gr.Textbox(label="Output message", interactive=False, elem_id="compress_status")
+    ui.output = _file("Compressed model", "compress_output", interactive=False)
+    return ui
+
+
+def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
+              trained_dir: str | os.PathLike = cb.TRAINED_DIR) -> gr.Blocks:
+    """The web UI as a ``gr.Blocks`` (not launched). Outputs go to ``results_dir``; local models
+    are listed from ``trained_dir`` (both relative to the working directory by default, as 4.1)."""
+    results_dir, trained_dir = Path(results_dir), Path(trained_dir)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
+        svc_state = gr.State(None, delete_callback=_free)  # this session's model (an Svc) or None
+        source_state = gr.State("upload")                  # which model tab is open: "upload" / "local"
+        gr.Markdown(f"## {TITLE} — singing voice conversion")
+        with gr.Tabs():
+            with gr.Tab("Inference", id="inference"):
+                model = _model_panel(trained_dir)
+                controls = _settings_panel()
+                conv = _conversion_panel()
+            with gr.Tab("Tools", id="tools"):
+                with gr.Tabs():
+                    with gr.Tab("Static model mixing", id="mixing"):
+                        mix = _mixing_tab()
+                    with gr.Tab("Model compression", id="compression"):
+                        comp = _compression_tab()
+
+        # --- wiring -----------------------------------------------------------------------------
+        model.tab_upload.select(lambda: "upload", None, source_state)
+        model.tab_local.select(lambda: "local", None, source_state)
+        model.local_refresh.click(functools.partial(on_refresh_local, trained_dir), None, model.local_folder)
+
+        @shown
+        def on_load(svc, source, model_f, config_f, local_f, diff_m, diff_c, cluster_f, dev, enh, only_diff):
+            return _load(svc, source, model_f, config_f, local_f, diff_m, diff_c, cluster_f, dev, enh, only_diff,
+                         trained_dir)
+
+        model.load_btn.click(on_load, [svc_state, source_state, model.model_file, model.config_file,
+                                       model.local_folder, model.diff_model, model.diff_config, model.cluster_file,
+                                       model.device, model.enhance, model.only_diffusion],
+                             [svc_state, model.speaker, model.load_status], concurrency_id=MODEL_QUEUE)
+        model.unload_btn.click(on_unload, svc_state, [svc_state, model.speaker, model.load_status],
+                               concurrency_id=MODEL_QUEUE)
+
+        @shown
+        def on_convert(data: dict, progress=gr.Progress(track_tqdm=True)):
+            # Inputs come as a set, so Gradio passes {component: value}.
+            values = {name: data[c] for name, c in controls.items()}
+            return _convert(data[svc_state], data[conv.input_audio], data[model.speaker], values, results_dir,
+                            progress)
+
+        conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, *controls.values()},
+                               [conv.status, conv.output_audio, conv.output_file], concurrency_id=MODEL_QUEUE)
+
+        mix.files.change(on_mix_files_changed, [mix.files, mix.rates], mix.rates)
+        mix.upload.upload(shown(_mix_append), [mix.upload, mix.files], mix.files)
+
+        @shown
+        def on_mix(paths, rates_text, mode):
+            out, msg = cb.mix_models(paths, rates_text, mode, results_dir=results_dir)
+            return msg, str(out)
+
+        mix.button.click(on_mix, [mix.files, mix.rates, mix.mode], [mix.status, mix.output])
+
+        @shown
+        def on_compress(model_f, config_f, half):
+            out, msg = cb.compress(model_f, config_f, half, results_dir=results_dir)
+            return msg, str(out)
+
+        comp.button.click(on_compress, [comp.model, comp.config, comp.half], [comp.status, comp.output])
+    return app
+
+
+def _setting_control(name: str, default: Any) -> gr.components.Component:
+    """The control of one inference setting, labelled from :class:`InferenceSettings`."""
+    label, info = InferenceSettings.label(name), InferenceSettings.info(name) or None
+    elem_id = f"setting_{name}"
+    if isinstance(default, bool):
+        return gr.Checkbox(label=label, value=default, info=info, elem_id=elem_id)
+    if name == "f0_predictor":
+        from inference.components import f0_predictor_names
+
+        return gr.Dropdown(label=label, choices=f0_predictor_names(), value=default, info=info, elem_id=elem_id)
+    if name == "output_format":
+        return gr.Radio(label=label, choices=list(cb.OUTPUT_FORMATS), value=default, elem_id=elem_id)
+    if name == "k_step":
+        return gr.Slider(label=label, minimum=1, maximum=1000, step=1, value=default, info=info, elem_id=elem_id)
+    return gr.Number(label=label, value=default, info=info, elem_id=elem_id)
+
+
+def theme() -> gr.themes.Base:
+    """4.1's green theme with local fonts only (the default theme fetches web fonts, which fails offline)."""
+    return gr.themes.Base(primary_hue=gr.themes.colors.green,
+                          font=["Source Sans Pro", "Arial", "ui-sans-serif", "sans-serif"],
+                          font_mono=["JetBrains Mono", "Consolas", "Courier New", "monospace"])
+
+
+def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           results_dir: str | os.PathLike = cb.RESULTS_DIR) -> None:
+    """Serve ``app`` (blocks until the server stops)."""
+    results = Path(results_dir).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    app.queue().launch(server_name=host, server_port=port, share=share, inbrowser=False, theme=theme(),
+                       allowed_paths=[str(results)], footer_links=["gradio", "settings"])

@@ -1,0 +1,412 @@
+"""What the web UI's buttons do, as plain functions (no Gradio here; :mod:`webui.app` wires them).
+
+Every function takes ordinary values (paths, numbers, an :class:`~inference.infer_tool.Svc`) and
+returns ordinary values; user mistakes raise :class:`~modules.errors.SvcError` with a message
+that says what to do. The app shows those messages in the page.
+
+Files written (relative to the working directory, as 4.1's web UI):
+
+* conversions: ``results/result_<upload stem>_<speaker>_<key><cluster><mode>.<format>``
+  (4.1's web-UI name: key = ``<int(transpose)>key`` or ``auto``; cluster = ``_`` or
+  ``_<ratio>_``; mode = ``sovits`` / ``sovdiff`` / ``diff``);
+* static mixing: ``results/output.pth`` (4.1 wrote ``./output.pth``);
+* compression: ``results/<model stem>_release[_half].pth`` (``compress_model.py``'s name).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from modules.errors import SvcError
+
+log = logging.getLogger(__name__)
+
+RESULTS_DIR = Path("results")
+TRAINED_DIR = Path("trained")          # 4.1's local model root ("./trained")
+DEVICE_AUTO = "Auto"
+DEVICE_CPU = "cpu"
+OUTPUT_FORMATS = ("wav", "flac", "mp3")
+MIX_OUTPUT_NAME = "output.pth"         # 4.1's static-mix output name
+MIX_DEFAULT_RATE = 100               # 4.1 pre-fills every model with 100 (%)
+MIX_MODE_LABELS = {"convex": "Convex (softmax of rate/100, 4.1 mode 0)",
+                   "linear": "Linear (rate/100 as given, 4.1 mode 1)"}
+
+
+# --- inference settings ------------------------------------------------------------------------
+def _setting(default: Any, label: str, info: str = "") -> Any:
+    return field(default=default, metadata={"label": label, "info": info})
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Every conversion setting of 4.1's web UI with its web-UI default (spec §11.2, §10.8).
+
+    Times are in seconds, pitch in semitones. The labels are the ones the page shows (and the
+    ones error messages name).
+    """
+
+    tran: float = _setting(0, "Transpose (semitones)", "integer semitones, + or -; an octave up is 12")
+    auto_predict_f0: bool = _setting(False, "Automatic f0 prediction",
+                                     "speech only: singing goes out of tune, and transposition stops working")
+    f0_predictor: str = _setting("pm", "F0 predictor", "crepe / rmvpe / fcpe use the f0 filter threshold")
+    cluster_infer_ratio: float = _setting(0, "Cluster / feature-retrieval ratio",
+                                          "0..1, 0 = off; more target timbre, less clear articulation (≈0.5)")
+    slice_db: float = _setting(-40, "Slicing threshold (dB)", "-30 for noisy input, -50 for dry vocals")
+    output_format: str = _setting("wav", "Output format")
+    noice_scale: float = _setting(0.4, "Noise scale", "prior noise; best left alone")
+    k_step: int = _setting(100, "Shallow diffusion steps", "only with a diffusion model; more = closer to it")
+    pad_seconds: float = _setting(0.5, "Pad seconds", "silence added around each slice (avoids clicks at the ends)")
+    clip_seconds: float = _setting(0, "Forced clip length (s)", "0 = slice at silences only")
+    lg_num: float = _setting(0, "Crossfade between clips (s)", "only with forced clipping")
+    lgr_num: float = _setting(0.75, "Crossfade retain ratio", "0..1: part of the crossfade that is blended")
+    enhancer_adaptive_key: float = _setting(0, "Enhancer adaptive key (semitones)",
+                                            "lets the enhancer reach higher ranges")
+    cr_threshold: float = _setting(0.05, "F0 filter threshold", "0..1 (crepe / rmvpe / fcpe); lower = fewer "
+                                   "out-of-tune notes, more muted ones")
+    # 4.1's web UI imposed the input's loudness envelope (0); its CLI keeps the output's (1).
+    # We keep the web UI's default so a web-UI user gets what 4.1's web UI gave.
+    loudness_envelope_adjustment: float = _setting(0, "Loudness envelope ratio",
+                                                   "0 = input's envelope, 1 = output's (command-line default 1)")
+    second_encoding: bool = _setting(False, "Second encoding",
+                                     "re-encode the SoVITS output before shallow diffusion (hit or miss)")
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        return cls.__dataclass_fields__[name].metadata["label"]
+
+    @classmethod
+    def info(cls, name: str) -> str:
+        return cls.__dataclass_fields__[name].metadata["info"]
+
+    @classmethod
+    def from_ui(cls, **values: Any) -> "InferenceSettings":
+        """Settings from the page's controls; an empty or non-numeric field raises naming its label."""
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in values:
+                continue
+            v = values[f.name]
+            label = f.metadata["label"]
+            if f.type in ("bool", bool):
+                out[f.name] = bool(v)
+            elif f.type in ("str", str):
+                if v is None or v == "":
+                    raise SvcError(f"'{label}' is empty; choose a value")
+                out[f.name] = str(v)
+            else:
+                if v is None or v == "":
+                    raise SvcError(f"'{label}' is empty; enter a number (default {f.default})")
+                try:
+                    num = float(v)
+                except (TypeError, ValueError):
+                    raise SvcError(f"'{label}' must be a number, got {v!r}") from None
+                if not math.isfinite(num):
+                    raise SvcError(f"'{label}' must be a finite number, got {v!r}")
+                out[f.name] = int(round(num)) if f.type in ("int", int) else num
+        settings = cls(**out)
+        if settings.output_format not in OUTPUT_FORMATS:
+            raise SvcError(f"output format {settings.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        return settings
+
+    def slice_options(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`Svc.slice_inference` (everything but tran and the format)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tran", "output_format")}
+
+
+# --- devices -----------------------------------------------------------------------------------
+def device_choices() -> list[str]:
+    """4.1's device list: ``Auto``, one ``CUDA:<i> <name>`` per GPU, ``cpu``."""
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        gpus = [f"CUDA:{i} {torch.cuda.get_device_properties(i).name}" for i in range(torch.cuda.device_count())]
+    return [DEVICE_AUTO, *gpus, DEVICE_CPU]
+
+
+def device_from_choice(choice: str | None) -> str | None:
+    """``Auto`` → None (CUDA if available), ``cpu`` → "cpu", ``CUDA:<i> <name>`` → "cuda:<i>"."""
+    if choice is None or choice == "" or choice == DEVICE_AUTO:
+        return None
+    if choice == DEVICE_CPU:
+        return DEVICE_CPU
+    head = choice.split(" ", 1)[0]
+    if head.upper().startswith("CUDA:") and head[5:].isdigit():
+        return f"cuda:{int(head[5:])}"
+    raise SvcError(f"unknown device {choice!r}; choose one of: {', '.join(device_choices())}")
+
+
+def _device_name(dev: Any) -> str:
+    import torch
+
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_properties(dev).name})"
+    return str(dev)
+
+
+# --- local models ------------------------------------------------------------------------------
+def scan_local_models(root: str | os.PathLike = TRAINED_DIR) -> list[str]:
+    """Folders under ``root`` (any depth) holding exactly one ``.json`` and one ``.pth`` (4.1's rule), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted({p.parent for p in root.rglob("*.json")}):
+        if len(list(folder.glob("*.json"))) == 1 and len(list(folder.glob("*.pth"))) == 1:
+            found.append(str(folder))
+    return found
+
+
+def local_model_files(folder: str | os.PathLike | None) -> tuple[Path, Path]:
+    """``(G .pth, config .json)`` of a local model folder."""
+    if not folder:
+        raise SvcError(f"no local model chosen: put a folder with one G_*.pth and its config.json under "
+                       f"{TRAINED_DIR}/, press 'Refresh' and choose it")
+    folder = Path(folder)
+    pths, jsons = sorted(folder.glob("*.pth")), sorted(folder.glob("*.json"))
+    if len(pths) != 1 or len(jsons) != 1:
+        raise SvcError(f"{folder}: a local model folder must hold exactly one .pth and one .json "
+                       f"(found {len(pths)} .pth, {len(jsons)} .json)")
+    return pths[0], jsons[0]
+
+
+# --- loading -----------------------------------------------------------------------------------
+def _existing(path: str | os.PathLike | None, what: str) -> Path | None:
+    if path is None or str(path) == "":
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise SvcError(f"{what} {p} not found; upload it again")
+    return p
+
+
+def load_model(*, model_path: str | os.PathLike | None, config_path: str | os.PathLike | None,
+               diffusion_model_path: str | os.PathLike | None = None,
+               diffusion_config_path: str | os.PathLike | None = None,
+               cluster_model_path: str | os.PathLike | None = None, device: str | None = DEVICE_AUTO,
+               enhance: bool = False, only_diffusion: bool = False) -> tuple[Any, str]:
+    """Load a model as 4.1's "load model" button → ``(Svc, status message)``.
+
+    A diffusion model turns shallow diffusion on (4.1); a cluster file whose name contains
+    ``.pkl`` is a feature index, any other a k-means model.
+    """
+    model = _existing(model_path, "model file")
+    config = _existing(config_path, "config file")
+    diff_model = _existing(diffusion_model_path, "diffusion model")
+    diff_config = _existing(diffusion_config_path, "diffusion config")
+    cluster = _existing(cluster_model_path, "cluster / index file")
+    if not only_diffusion and (model is None or config is None):
+        missing = " and ".join(w for w, p in (("a model (G_*.pth)", model), ("its config.json", config)) if p is None)
+        raise SvcError(f"choose {missing} first (upload tab), or pick a folder in the local tab")
+    if not only_diffusion and model.suffix.lower() == ".json":
+        raise SvcError(f"{model.name} is a config file; the model is the G_*.pth "
+                       f"({'the two files look swapped' if config.suffix.lower() != '.json' else 'choose it'})")
+    if not only_diffusion and config.suffix.lower() in (".pth", ".pt", ".pkl"):
+        raise SvcError(f"{config.name} is a model file; the config is the config.json the model was trained with")
+    if (diff_model is None) != (diff_config is None):
+        raise SvcError("shallow diffusion needs both the diffusion model (model_*.pt) and its config.yaml; "
+                       f"only the {'model' if diff_model else 'config'} was given")
+    if only_diffusion and diff_model is None:
+        raise SvcError("diffusion-only inference needs a diffusion model (model_*.pt) and its config.yaml")
+    feature_retrieval = cluster is not None and ".pkl" in cluster.name
+
+    from inference.infer_tool import Svc
+
+    kwargs: dict[str, Any] = dict(device=device_from_choice(device), cluster_model_path=str(cluster or ""),
+                                  nsf_hifigan_enhance=bool(enhance), shallow_diffusion=diff_model is not None,
+                                  only_diffusion=bool(only_diffusion), feature_retrieval=feature_retrieval)
+    if diff_model is not None:
+        kwargs.update(diffusion_model_path=str(diff_model), diffusion_config_path=str(diff_config))
+    t0 = time.perf_counter()
+    svc = Svc(None if only_diffusion else model, None if only_diffusion else config, **kwargs)
+    lines = [f"Loaded {'diffusion-only model ' + diff_model.name if only_diffusion else model.name} on "
+             f"{_device_name(svc.dev)} in {time.perf_counter() - t0:.1f} s."]
+    if cluster is None:
+        lines.append("No cluster model or feature index.")
+    else:
+        lines.append(f"{'Feature index' if feature_retrieval else 'Cluster model'} {cluster.name} loaded.")
+    if diff_model is None:
+        lines.append("No diffusion model.")
+    else:
+        lines.append(f"Diffusion model {diff_model.name} loaded ({'only diffusion' if only_diffusion else 'shallow'}).")
+    if enhance and not svc.nsf_hifigan_enhance:
+        lines.append("The NSF-HiFiGAN enhancer is not used together with diffusion.")
+    elif svc.nsf_hifigan_enhance:
+        lines.append("NSF-HiFiGAN enhancer on.")
+    lines.append("Speakers: " + (", ".join(svc.spk2id) or "(none in the config)"))
+    return svc, "\n".join(lines)
+
+
+def speakers(svc: Any) -> list[str]:
+    """The model's speaker names (from its config's ``spk`` map), in id order."""
+    if svc is None:
+        return []
+    return [name for name, _ in sorted(svc.spk2id.items(), key=lambda kv: int(kv[1]))]
+
+
+def unload_model(svc: Any) -> str:
+    """Free the session's model (4.1's "unload model")."""
+    if svc is None:
+        return "No model to unload."
+    svc.unload_model()
+    return "Model unloaded."
+
+
+# --- conversion --------------------------------------------------------------------------------
+def output_file_name(basename: str, *, speaker: str, tran: float, auto_predict_f0: bool, cluster_infer_ratio: float,
+                     shallow_diffusion: bool, only_diffusion: bool, output_format: str) -> str:
+    """4.1's web-UI result name: ``result_<basename>_<spk>_<key><cluster><mode>.<format>``."""
+    key = "auto" if auto_predict_f0 else f"{int(tran)}key"
+    cluster = "_" if cluster_infer_ratio == 0 else f"_{cluster_infer_ratio}_"
+    mode = "diff" if only_diffusion else "sovdiff" if shallow_diffusion else "sovits"
+    speaker = str(speaker).replace("/", "_").replace(os.sep, "_")
+    return f"result_{basename}_{speaker}_{key}{cluster}{mode}.{output_format}"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    path: Path              # the written file
+    seconds: float          # audio length (s)
+    elapsed: float          # wall time of the conversion (s)
+    message: str
+
+
+def convert_file(svc: Any, audio_path: str | os.PathLike | None, speaker: str | None,
+                 settings: InferenceSettings = InferenceSettings(), *,
+                 results_dir: str | os.PathLike = RESULTS_DIR,
+                 on_start: Callable[[float], None] | None = None) -> Conversion:
+    """Convert an uploaded file (any soundfile format, mono or stereo, any rate) for ``speaker``
+    and write it under ``results_dir`` with 4.1's web-UI name. ``on_start(duration_s)`` is called
+    once the audio is read (the app uses it for its progress display)."""
+    if svc is None or getattr(svc, "hubert_model", None) is None:
+        raise SvcError("no model is loaded: choose a model and press 'Load model' first")
+    if audio_path is None or str(audio_path) == "":
+        raise SvcError("upload an audio file first")
+    if not speaker:
+        raise SvcError(f"choose a speaker (this model has: {', '.join(speakers(svc)) or 'none'})")
+    if settings.cluster_infer_ratio != 0 and svc.cluster_model is None:
+        raise SvcError(f"'{InferenceSettings.label('cluster_infer_ratio')}' is {settings.cluster_infer_ratio} but no "
+                       "cluster model or feature index is loaded: load one with the model, or set the ratio to 0")
+    from modules.audio import load_audio, save_audio
+
+    y, sr = load_audio(audio_path)
+    seconds = len(y) / sr
+    if on_start is not None:
+        on_start(seconds)
+    t0 = time.perf_counter()
+    audio = svc.slice_inference(y, speaker, settings.tran, sr=sr, **settings.slice_options())
+    elapsed = time.perf_counter() - t0
+    out = Path(results_dir) / output_file_name(
+        Path(audio_path).stem, speaker=speaker, tran=settings.tran, auto_predict_f0=settings.auto_predict_f0,
+        cluster_infer_ratio=settings.cluster_infer_ratio, shallow_diffusion=svc.shallow_diffusion,
+        only_diffusion=svc.only_diffusion, output_format=settings.output_format)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_audio(out, audio, svc.target_sample, format=settings.output_format)
+    svc.clear_empty()
+    msg = (f"Success: {seconds:.2f} s of audio converted to '{speaker}' in {elapsed:.2f} s "
+           f"(real-time factor {elapsed / max(seconds, 1e-9):.2f}). Saved as {out}")
+    log.info(msg)
+    return Conversion(out, seconds, elapsed, msg)
+
+
+# --- static model mixing -----------------------------------------------------------------------
+def display_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """File names for the rates table, made unique (``G_0.pth``, ``G_0.pth (2)``, ...)."""
+    names: list[str] = []
+    for p in paths:
+        base = Path(p).name
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base} ({k})", k + 1
+        names.append(name)
+    return names
+
+
+def mix_rates_text(paths: Sequence[str | os.PathLike] | None, previous: str | None = None) -> str:
+    """The editable JSON ``{file name: rate %}`` for ``paths``: 100 each, keeping rates already typed."""
+    if not paths:
+        return ""
+    old: dict[str, Any] = {}
+    if previous:
+        try:
+            parsed = json.loads(previous)
+            old = parsed if isinstance(parsed, dict) else {}
+        except ValueError:
+            old = {}
+    rates = {}
+    for name in display_names(paths):
+        v = old.get(name, MIX_DEFAULT_RATE)
+        rates[name] = v if isinstance(v, (int, float)) and not isinstance(v, bool) else MIX_DEFAULT_RATE
+    return json.dumps(rates, indent=2, ensure_ascii=False)
+
+
+def parse_mix_rates(paths: Sequence[str | os.PathLike], text: str | None) -> list[float]:
+    """Rates (percent) in the order of ``paths`` from the JSON text, with clear errors."""
+    names = display_names(paths)
+    if not text or not text.strip():
+        raise SvcError("the rates box is empty; upload the models again to pre-fill it")
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise SvcError(f"the rates box is not valid JSON ({e}); write it as {{\"file name\": rate, ...}}") from None
+    if not isinstance(data, Mapping):
+        raise SvcError("the rates box must be a JSON object {\"file name\": rate in %, ...}")
+    unknown = [k for k in data if k not in names]
+    missing = [n for n in names if n not in data]
+    if unknown or missing:
+        raise SvcError("the rates do not match the uploaded models"
+                       + (f"; unknown names: {', '.join(unknown)}" if unknown else "")
+                       + (f"; no rate for: {', '.join(missing)}" if missing else "")
+                       + f". Models: {', '.join(names)}")
+    rates = []
+    for n in names:
+        v = data[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SvcError(f"rate of {n} must be a number (percent), got {v!r}")
+        rates.append(float(v))
+    return rates
+
+
+def mix_models(paths: Sequence[str | os.PathLike] | None, rates_text: str | None, mode: str, *,
+               results_dir: str | os.PathLike = RESULTS_DIR) -> tuple[Path, str]:
+    """Static voice mixing (spec §11.1) → ``(results/output.pth, message)``."""
+    from inference.model_mix import MIX_MODES, mix_model, mix_weights
+
+    if not paths:
+        raise SvcError("upload the models to mix first (G_*.pth trained with the same config)")
+    if mode not in MIX_MODES:
+        raise SvcError(f"unknown mixing mode {mode!r}; choose one of: {', '.join(MIX_MODES)}")
+    rates = parse_mix_rates(paths, rates_text)
+    out = Path(results_dir) / MIX_OUTPUT_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mix_model([str(p) for p in paths], rates, mode, out)
+    weights = [round(float(w), 4) for w in mix_weights(rates, mode)]
+    names = display_names(paths)
+    return out, (f"Mixed {len(paths)} models ({mode}; weights "
+                 + ", ".join(f"{n}: {w}" for n, w in zip(names, weights)) + f"). Saved as {out}")
+
+
+# --- compression -------------------------------------------------------------------------------
+def compress(model_path: str | os.PathLike | None, config_path: str | os.PathLike | None, half: bool = False, *,
+             results_dir: str | os.PathLike = RESULTS_DIR) -> tuple[Path, str]:
+    """``compress_model.py`` for an uploaded checkpoint → ``(results/<stem>_release[_half].pth, message)``."""
+    from training.compress import compress_model, default_output_path
+
+    model = _existing(model_path, "model file")
+    config = _existing(config_path, "config file")
+    if model is None or config is None:
+        raise SvcError("compression needs the model (G_*.pth) and the config.json it was trained with")
+    out = Path(results_dir) / default_output_path(model.name, bool(half)).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compress_model(config_path=config, input_path=model, output_path=out, half=bool(half))
+    before, after = model.stat().st_size, out.stat().st_size
+    return out, (f"Compressed {model.name}: {before / 1e6:.1f} MB → {after / 1e6:.1f} MB"
+                 f"{' (float16)' if half else ''}. Saved as {out}. It can no longer be trained further.")
