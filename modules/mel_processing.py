@@ -150,3 +150,51 @@ class STFT:
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:
         return self.get_mel(audio.unsqueeze(0)).squeeze(0)
+
+
+# --- centred STFT front ends (F0 predictors) ---------------------------------------------------
+def stft_magnitude(y: torch.Tensor, n_fft: int, hop_length: int, win_size: int, *, center: bool = True,
+                   pad_mode: str = "constant") -> torch.Tensor:
+    """``[B, L]`` audio → ``[B, n_fft//2+1, T]`` magnitudes sqrt(re²+im²) (no epsilon), periodic Hann.
+
+    With ``center`` the signal is padded by n_fft//2 on both sides (``pad_mode``), so
+    T = 1 + L // hop_length. ``pad_mode="constant"`` is librosa.stft's default (CREPE's loudness);
+    RMVPE's mel uses ``"reflect"``.
+    """
+    window = hann_window(win_size, dtype=y.dtype, device=y.device)
+    spec = torch.stft(y, n_fft, hop_length=hop_length, win_length=win_size, window=window, center=center,
+                      pad_mode=pad_mode, normalized=False, onesided=True, return_complex=True)
+    return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2))
+
+
+def htk_log_mel_spectrogram(y: torch.Tensor, *, sampling_rate: int = 16000, n_fft: int = 1024, win_size: int = 1024,
+                            hop_length: int = 160, n_mels: int = 128, fmin: float = 30.0, fmax: float = 8000.0,
+                            clip_val: float = 1e-5) -> torch.Tensor:
+    """RMVPE's front end: ``[B, L]`` 16 kHz audio → ``[B, n_mels, 1 + L // hop]`` natural-log mel.
+
+    ``center=True`` with reflect padding, magnitude sqrt(re²+im²), librosa mel bank on the HTK
+    scale (``htk=True``) with Slaney area normalisation, log of max(·, clip_val) (spec §5.2).
+    """
+    mag = stft_magnitude(y, n_fft, hop_length, win_size, center=True, pad_mode="reflect")
+    basis = mel_basis(sampling_rate, n_fft, n_mels, fmin, fmax, htk=True, dtype=mag.dtype, device=mag.device)
+    return spectral_normalize_torch(torch.matmul(basis, mag), clip_val=clip_val)
+
+
+# --- Whisper's log-mel (speech encoders whisper-ppg / whisper-ppg-large) ------------------------
+def whisper_log_mel_spectrogram(audio: torch.Tensor, *, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160,
+                                sampling_rate: int = 16000) -> torch.Tensor:
+    """OpenAI Whisper's front end: ``[B, L]`` 16 kHz audio → ``[B, n_mels, L // hop]``.
+
+    Centred STFT (reflect padding), periodic Hann, power spectrum with the last frame dropped,
+    librosa Slaney mel bank (fmin 0, fmax sr/2), log10 of max(·, 1e-10), floored at
+    (max − 8) per item, then (x + 4) / 4 (spec §4.2). Computed in float32.
+    """
+    audio = audio.float()
+    window = hann_window(n_fft, dtype=audio.dtype, device=audio.device)
+    spec = torch.stft(audio, n_fft, hop_length, window=window, return_complex=True)
+    power = spec[..., :-1].abs() ** 2
+    basis = mel_basis(sampling_rate, n_fft, n_mels, 0.0, None, dtype=audio.dtype, device=audio.device)
+    log_spec = torch.clamp(basis @ power, min=1e-10).log10()
+    peak = log_spec.amax(dim=(-2, -1), keepdim=True)
+    log_spec = torch.maximum(log_spec, peak - 8.0)
+    return (log_spec + 4.0) / 4.0
