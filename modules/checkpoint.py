@@ -53,8 +53,12 @@ def torch_load(
     map_location: str | torch.device | None = "cpu",
     stand_ins: Mapping[str, type | Callable] | None = None,
     what: str = "model file",
+    mmap: bool = False,
 ) -> Any:
     """``torch.load(path, weights_only=True)`` with clear errors.
+
+    ``mmap=True`` maps the tensors of a zip checkpoint instead of reading them all (large files
+    of which only a part is used, e.g. Whisper's encoder half).
 
     ``stand_ins`` maps fully qualified global names found in legacy files (for example
     ``"argparse.Namespace"``) to harmless local classes that only record state; they extend the
@@ -68,6 +72,8 @@ def torch_load(
     globals_list = [(obj, name) for name, obj in (stand_ins or {}).items()]
     try:
         with torch.serialization.safe_globals(globals_list):
+            if mmap:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
@@ -205,11 +211,13 @@ def load_checkpoint(
     skip_optimizer: bool = False,
     *,
     allow_missing: Iterable[str] = (),
+    reinit_on_mismatch: Iterable[str] = REINIT_ON_SHAPE_MISMATCH,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer | None, float, int]:
     """Load a 4.1 ``G_*.pth`` / ``D_*.pth`` (spec §7.1) → ``(model, optimizer, learning_rate, iteration)``.
 
     Unlike 4.1, keys that do not fit are reported (see :func:`load_state_dict_checked`).
-    ``allow_missing`` lets inference accept compressed models without ``enc_q``. The optimizer
+    ``allow_missing`` lets inference accept compressed models without ``enc_q``;
+    ``reinit_on_mismatch=()`` makes a mis-shaped speaker table an error (export, inference). The optimizer
     state is restored only when its parameter count matches; otherwise a warning says so.
     """
     checkpoint_path = Path(checkpoint_path)
@@ -228,7 +236,8 @@ def load_checkpoint(
     if first is not None and first.dtype != next(target.parameters()).dtype:
         # 4.1 casts the model to the checkpoint's dtype (half "release" models).
         target.to(first.dtype)
-    load_state_dict_checked(target, state, source=str(checkpoint_path), allow_missing=allow_missing)
+    load_state_dict_checked(target, state, source=str(checkpoint_path), allow_missing=allow_missing,
+                            reinit_on_mismatch=reinit_on_mismatch)
     if optimizer is not None and not skip_optimizer and ckpt.get("optimizer") is not None:
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
