@@ -77,8 +77,10 @@ def spectrogram_torch(y: torch.Tensor, n_fft: int, sampling_rate: int, hop_size:
     Returns:
         ``[B, n_fft//2+1, floor(L / hop_size)]`` magnitudes sqrt(re²+im²+1e-6).
     """
-    if y.numel() and (float(y.min()) < -1.0 or float(y.max()) > 1.0):
-        log.debug("spectrogram input outside [-1, 1]: min %.3f max %.3f", float(y.min()), float(y.max()))
+    if log.isEnabledFor(logging.DEBUG) and y.numel():
+        lo, hi = float(y.detach().min()), float(y.detach().max())
+        if lo < -1.0 or hi > 1.0:
+            log.debug("spectrogram input outside [-1, 1]: min %.3f max %.3f", lo, hi)
     pad = int((n_fft - hop_size) / 2)
     if y.shape[-1] <= pad:
         raise ValueError(f"audio of {y.shape[-1]} samples is too short for a spectrogram (needs > {pad})")
