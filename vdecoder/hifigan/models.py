@@ -17,6 +17,7 @@ interpolated to sample rate; ``Generator.OnnxExport()`` switches to it (ONNX exp
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -143,6 +144,11 @@ class SourceModuleHnNSF(nn.Module):
         return sine_merge, noise, uv
 
 
+def _chunking_pays() -> bool:
+    """Chunked residual blocks pay off with one thread or non-spinning OpenMP threads."""
+    return torch.get_num_threads() == 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+
+
 class Generator(nn.Module):
     """NSF-HiFiGAN generator (state-dict names as 4.1: ``m_source``, ``noise_convs``, ``conv_pre``,
     ``ups``, ``resblocks``, ``conv_post``, ``cond``).
@@ -254,8 +260,13 @@ class Generator(nn.Module):
         return torch.tanh(x)
 
     conv2d = False  # set by prepare_for_inference
-    # Samples per chunk of the multi-receptive-field blocks at inference (None: about 1 MiB of
-    # activations per chunk, so the many elementwise passes run in cache).
+    # Samples per chunk of the multi-receptive-field blocks at inference; 0 disables chunking.
+    # None (auto): chunks of 4 MiB of activations (at least 8192 samples, ~7 per stage at
+    # 44.1 kHz), so the ~30 elementwise passes per stage mostly hit the cache, but only with one
+    # intra-op thread or with OMP_WAIT_POLICY=PASSIVE: chunking multiplies the number of parallel
+    # regions, and with spinning OpenMP threads on a busy machine their barriers cost more than
+    # the cache saves (measured on the shared 2-core machine: 15 % faster passive, 2x slower
+    # spinning under load).
     mrf_chunk: int | None = None
 
     def _mrf(self, i: int, x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -270,9 +281,11 @@ class Generator(nn.Module):
         """
         blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
         length = x.shape[-1]
-        chunk = self.mrf_chunk or max(8192, (1 << 18) // x.shape[1])
+        chunk = self.mrf_chunk
+        if chunk is None:
+            chunk = max(8192, (1 << 20) // x.shape[1]) if _chunking_pays() else 0
         halo = self._mrf_halo
-        if not (self.conv2d and inplace) or length <= chunk + 2 * halo:
+        if not (self.conv2d and inplace) or chunk <= 0 or length <= chunk + 2 * halo:
             xs = blocks[0](x)
             for block in blocks[1:]:
                 xs += block(x)

@@ -1,0 +1,164 @@
+"""Benchmark SynthesizerTrn.infer: median wall and CPU time, real-time factor, peak memory.
+
+Default: the 4.1 default config (configs/config_template.json: vec768l12, 44.1 kHz, hop 512,
+filter 768, decoder 512 channels), random weights, 10 s of audio, torch.set_num_threads(2),
+float32 on CPU, noise scale 0.4.
+
+    .venv/bin/python bench/bench_synth.py [--seconds 10] [--runs 5] [--threads 2]
+        [--modes plain,prepared] [--device cpu|cuda] [--dtype float32|float16|bfloat16]
+        [--mrf-chunk N] [--profile]
+
+Modes, run alternately (so both see the same machine load):
+  plain     the model as 4.1's Svc runs it: eval(), enc_q deleted, weight norm recomputed in
+            every call, 1-D convolutions (this is the original's arithmetic);
+  prepared  after SynthesizerTrn.prepare_for_inference(): weight norm folded once, channels-last
+            2-D decoder convolutions, in-place activations, chunked residual blocks (auto rule,
+            see vdecoder/hifigan/models.py: Generator.mrf_chunk; --mrf-chunk overrides).
+RTF = median wall time / audio duration. CPU = process CPU time (all threads), steadier than
+wall time on a shared machine. Peak = the process's peak RSS during that mode's calls (Linux), or
+peak GPU memory allocated with --device cuda.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from models import SynthesizerTrn  # noqa: E402
+from modules.hparams import get_hparams_from_file  # noqa: E402
+
+
+def build(hps, device: str) -> SynthesizerTrn:
+    torch.manual_seed(0)
+    net = SynthesizerTrn(hps.data.filter_length // 2 + 1, hps.train.segment_size // hps.data.hop_length, **hps.model)
+    # Random weights: perturb the zero-initialised flow outputs so every layer does real work.
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "post" in name and float(p.abs().max()) == 0.0:
+                p.normal_(0, 0.02)
+    return net.to(device)
+
+
+def make_inputs(hps, seconds: float, device: str):
+    sr, hop = hps.data.sampling_rate, hps.data.hop_length
+    frames = int(seconds * sr / hop)
+    g = torch.Generator().manual_seed(1)
+    c = torch.randn(1, hps.model.ssl_dim, frames, generator=g)
+    t = torch.arange(frames) / (sr / hop)
+    f0 = (220.0 * 2 ** (torch.sin(2 * torch.pi * 0.5 * t) / 6))[None]  # a gliding note, Hz
+    uv = torch.ones(1, frames)
+    sid = torch.LongTensor([[0]])
+    return [x.to(device) for x in (c, f0, uv, sid)], frames * hop / sr
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "config_template.json"))
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modes", default="plain,prepared")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                    help="prepared mode's dtype (half types are GPU options)")
+    ap.add_argument("--mrf-chunk", type=int, default=None, help="override Generator.mrf_chunk (0: off)")
+    ap.add_argument("--profile", action="store_true", help="print the top operators of one call per mode")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    hps = get_hparams_from_file(args.config)
+    (c, f0, uv, sid), audio_s = make_inputs(hps, args.seconds, args.device)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    print(f"config {Path(args.config).name}, {audio_s:.2f} s audio, {args.threads} threads, device {args.device}, "
+          f"torch {torch.__version__}")
+
+    nets = {}
+    for mode in modes:
+        net = build(hps, args.device)
+        if mode == "plain":
+            net.eval()
+            del net.enc_q
+        elif mode == "prepared":
+            net.prepare_for_inference(dtype=getattr(torch, args.dtype))
+            if args.mrf_chunk is not None:
+                net.dec.mrf_chunk = args.mrf_chunk
+        else:
+            raise SystemExit(f"unknown mode {mode!r}; valid: plain, prepared")
+        nets[mode] = net
+
+    def call(net):
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        w0, c0 = time.perf_counter(), time.process_time()
+        net.infer(c, f0, uv, g=sid, noice_scale=0.4)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    wall = {m: [] for m in modes}
+    cpu = {m: [] for m in modes}
+    peak = {m: 0.0 for m in modes}
+    with torch.inference_mode():
+        for mode in modes:  # warm-up: allocator, oneDNN primitive caches
+            call(nets[mode])
+        for _ in range(args.runs):
+            for mode in modes:
+                if args.device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                else:
+                    _reset_peak_rss()
+                w, t = call(nets[mode])
+                wall[mode].append(w)
+                cpu[mode].append(t)
+                peak[mode] = max(peak[mode], torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
+                                 else _peak_rss_mib())
+    for mode in modes:
+        med = statistics.median(wall[mode])
+        print(f"{mode:9s} wall median {med:.3f} s (runs {', '.join(f'{x:.2f}' for x in wall[mode])})  "
+              f"RTF {med / audio_s:.3f}  CPU median {statistics.median(cpu[mode]):.2f} s  "
+              f"peak {'GPU alloc' if args.device == 'cuda' else 'RSS'} {peak[mode]:.0f} MiB")
+    if "plain" in modes and "prepared" in modes:
+        print(f"prepared vs plain: wall {statistics.median(wall['plain']) / statistics.median(wall['prepared']):.2f}x, "
+              f"CPU {statistics.median(cpu['plain']) / statistics.median(cpu['prepared']):.2f}x")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for mode in modes:
+            with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                nets[mode].infer(c, f0, uv, g=sid, noice_scale=0.4)
+            print(f"--- {mode}")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
