@@ -1,0 +1,236 @@
+"""Benchmark of whole-song inference: time, real-time factor and peak memory (CPU, 2 threads).
+
+Models at their real size with random weights: vec768l12 (ContentVec base) from
+``vencoder.make_random_checkpoint(size="full")``, the default ``config_template.json`` synthesizer,
+RMVPE (random checkpoint in the 4.1 format) or FCPE (the weights bundled with torchfcpe). The song
+is synthetic: sung phrases of 3-8 s separated by 0.4-1.5 s pauses, 44.1 kHz mono.
+
+Two pipelines convert the same song with the same models:
+
+* ``ours``: ``Svc.slice_inference`` (input resampled once, slices as arrays, synthesizer with
+  weight norm folded, output preallocated, models loaded once);
+* ``41``: the 4.1 procedure emulated on the same components (the original cannot run here: it
+  needs fairseq and torchaudio): the file re-read per slice list, every padded slice written to
+  an in-memory 16-bit WAV and read back, resampled per slice, RMVPE in float16 on the CPU (as
+  4.1-Latest), weight norm recomputed on every call, the output gathered in a Python list.
+
+Each case runs in a fresh subprocess so its peak RSS is its own.
+
+    .venv/bin/python bench/bench_infer.py [--seconds 60 300] [--f0 rmvpe fcpe] [--pipelines ours 41]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SR = 44100
+
+
+def song(seconds: float, seed: int = 0):
+    """Phrases of a vibrato voice (3-8 s) with pauses (0.4-1.5 s) and light noise, float32."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    out = np.zeros(n, np.float32)
+    pos = int(0.5 * SR)
+    while pos < n:
+        length = min(int(rng.uniform(3, 8) * SR), n - pos)
+        t = np.arange(length) / SR
+        f0 = rng.uniform(150, 400) * (1 + 0.03 * np.sin(2 * np.pi * 5.5 * t)) * (1 + 0.1 * np.sin(2 * np.pi * 0.3 * t))
+        phase = 2 * np.pi * np.cumsum(f0) / SR
+        y = sum(np.sin(k * phase) * (0.7 ** k) for k in range(1, 12))
+        env = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.08)
+        out[pos:pos + length] = (0.3 * y * env).astype(np.float32)
+        pos += length + int(rng.uniform(0.4, 1.5) * SR)
+    out += (0.002 * rng.standard_normal(n)).astype(np.float32)
+    return out
+
+
+def prepare(work: Path) -> dict:
+    """Write (once) the random-weight models and the test songs into ``work``."""
+    import json as _json
+
+    import numpy as np  # noqa: F401
+    import soundfile as sf
+    import torch
+
+    from modules.F0Predictor import make_random_checkpoint as f0_ckpt
+    from modules.checkpoint import save_checkpoint
+    from vencoder import get_spec, make_random_checkpoint
+
+    work.mkdir(parents=True, exist_ok=True)
+    pretrain = work / "pretrain"
+    enc = pretrain / get_spec("vec768l12").filename
+    if not enc.is_file():
+        print("writing full-size random vec768l12 ...", flush=True)
+        make_random_checkpoint("vec768l12", enc, size="full")
+    rmvpe = pretrain / "rmvpe.pt"
+    if not rmvpe.is_file():
+        print("writing random rmvpe ...", flush=True)
+        f0_ckpt("rmvpe", rmvpe)
+    cfg_path, g_path = work / "config.json", work / "G_0.pth"
+    if not g_path.is_file():
+        from models import SynthesizerTrn
+        from modules.hparams import HParams
+
+        cfg = _json.loads((ROOT / "configs" / "config_template.json").read_text())
+        cfg["model"]["n_speakers"] = 2
+        cfg["spk"] = {"a": 0, "b": 1}
+        cfg_path.write_text(_json.dumps(cfg, indent=2))
+        h = HParams(**cfg)
+        torch.manual_seed(0)
+        net = SynthesizerTrn(h.data.filter_length // 2 + 1, h.train.segment_size // h.data.hop_length, **h.model)
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                if ".post." in name:
+                    p.normal_(0, 0.02)
+        save_checkpoint(net, None, 1e-4, 1, g_path)
+    songs = {}
+    for s in (60, 300):
+        p = work / f"song_{s}s.wav"
+        if not p.is_file():
+            sf.write(p, song(s, seed=s), SR, subtype="PCM_16")
+        songs[s] = str(p)
+    return {"pretrain": str(pretrain), "config": str(cfg_path), "g": str(g_path), "songs": songs}
+
+
+# --- the emulated 4.1 procedure --------------------------------------------------------------------
+def legacy_slice_inference(svc, path: str, spk: str, f0p: str):
+    """4.1's slice_inference orchestration on our components (see module docstring)."""
+    import numpy as np
+    import soundfile as sf
+
+    from inference.infer_tool import pad_array
+    from inference.slicer import chunks2audio, cut
+
+    chunks = cut(path, db_thresh=-40)
+    audio_data, audio_sr = chunks2audio(path, chunks)
+    audio = []
+    pad_seconds = 0.5
+    for slice_tag, data in audio_data:
+        length = int(np.ceil(len(data) / audio_sr * svc.target_sample))
+        if slice_tag:
+            audio.extend(list(np.zeros(length)))
+            continue
+        pad_len = int(audio_sr * pad_seconds)
+        dat = np.concatenate([np.zeros([pad_len]), data, np.zeros([pad_len])])
+        raw_path = io.BytesIO()
+        sf.write(raw_path, dat, audio_sr, format="wav")
+        raw_path.seek(0)
+        out_audio, _, _ = svc.infer(spk, 0, raw_path, f0_predictor=f0p)
+        _audio = out_audio.cpu().numpy()
+        pad_len = int(svc.target_sample * pad_seconds)
+        _audio = pad_array(_audio[pad_len:-pad_len], length)
+        audio.extend(list(_audio))
+    return np.array(audio)
+
+
+def make_legacy(svc, f0p: str):
+    """Turn a loaded Svc into 4.1's configuration: unfolded weight norm, RMVPE float16 on CPU."""
+    import torch
+
+    from models import SynthesizerTrn
+    from modules.checkpoint import load_state_dict_checked, torch_load
+
+    hps = svc.hps_ms
+    net = SynthesizerTrn(hps.data.filter_length // 2 + 1, hps.train.segment_size // hps.data.hop_length, **hps.model)
+    load_state_dict_checked(net, torch_load(svc.net_g_path)["model"], source=svc.net_g_path)
+    net.eval()
+    del net.enc_q
+    svc.net_g_ms = net
+    if f0p == "rmvpe":
+        pred = svc.f0_predictor("rmvpe", 0.05)
+        pred.model = pred.model.half()
+        pred.dtype = torch.float16
+
+
+def child(args) -> None:
+    if args.pipeline == "ours":
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")  # as inference_main.py sets it
+    import numpy as np  # noqa: F401
+    import torch
+
+    torch.set_num_threads(2)
+    files = json.loads(args.files)
+    os.environ["SVC_PRETRAIN_DIR"] = files["pretrain"]
+    from inference.infer_tool import Svc
+    from modules.audio import save_audio
+
+    t0 = time.perf_counter()
+    svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None)
+    svc.f0_predictor(args.f0, 0.05)
+    if args.pipeline == "41":
+        make_legacy(svc, args.f0)
+    load_s = time.perf_counter() - t0
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    path = files["songs"][str(args.seconds)]
+    c0, t1 = time.process_time(), time.perf_counter()
+    if args.pipeline == "ours":
+        out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False)
+    else:
+        out = legacy_slice_inference(svc, path, "a", args.f0)
+    wall, cpu = time.perf_counter() - t1, time.process_time() - c0
+    save_audio(Path(args.out), out, svc.target_sample)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"pipeline": args.pipeline, "f0": args.f0, "seconds": args.seconds, "load_s": round(load_s, 1),
+                      "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "rtf": round(wall / args.seconds, 3),
+                      "rss_after_load_mb": round(rss_loaded), "peak_rss_mb": round(peak),
+                      "out_len": len(out)}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, nargs="+", default=[60, 300], choices=[60, 300])
+    ap.add_argument("--f0", nargs="+", default=["rmvpe", "fcpe"])
+    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "41"])
+    ap.add_argument("--work", default=os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_infer"))
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--pipeline", help=argparse.SUPPRESS)
+    ap.add_argument("--files", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        args.f0, args.seconds = args.f0[0], args.seconds[0]
+        child(args)
+        return
+    work = Path(args.work)
+    files = prepare(work)
+    print(f"# {os.cpu_count()} CPUs visible, torch threads 2; work dir {work}", flush=True)
+    results = []
+    for seconds in args.seconds:
+        for f0 in args.f0:
+            for pipeline in args.pipelines:
+                cmd = [sys.executable, __file__, "--child", "--pipeline", pipeline, "--f0", f0, "--seconds",
+                       str(seconds), "--files", json.dumps(files), "--out", str(work / f"out_{pipeline}_{f0}_{seconds}.wav")]
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                if proc.returncode or not line:
+                    print(f"{pipeline} {f0} {seconds}s failed:\n{proc.stderr[-3000:]}", flush=True)
+                    continue
+                r = json.loads(line[-1])
+                results.append(r)
+                print(f"{pipeline:>4} {f0:>5} {seconds:>3}s: wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  "
+                      f"RTF {r['rtf']:.3f}  load {r['load_s']:5.1f} s  peak RSS {r['peak_rss_mb']} MB "
+                      f"(after load {r['rss_after_load_mb']} MB)", flush=True)
+    by = {(r["pipeline"], r["f0"], r["seconds"]): r for r in results}
+    for (p, f0, s), r in by.items():
+        if p == "ours" and ("41", f0, s) in by:
+            o = by[("41", f0, s)]
+            print(f"speed-up {f0} {s}s: wall {o['wall_s'] / r['wall_s']:.2f}x, cpu {o['cpu_s'] / r['cpu_s']:.2f}x; "
+                  f"peak RSS {o['peak_rss_mb']} → {r['peak_rss_mb']} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,724 @@
+"""Offline voice conversion: the ``Svc`` pipeline (spec §10).
+
+``Svc`` loads a SoVITS model (and optionally a shallow-diffusion model, the NSF-HiFiGAN enhancer,
+a k-means / feature-index file) once, then converts:
+
+* :meth:`Svc.infer` — one segment (spec §10.2): f0 at the model rate → transposition; units at
+  16 kHz → stretched to frames → optional k-means / retrieval mix; synthesizer (with per-frame
+  speaker mix); optional shallow diffusion (or diffusion only), enhancer, loudness envelope.
+* :meth:`Svc.slice_inference` — a whole file (spec §10.3): silence slicing, zero padding,
+  optional forced clipping with a linear crossfade, assembly to exactly the input's length.
+
+Differences from 4.1 that cannot change a trained model's output are listed in
+``docs/compatibility.md`` (the whole input is resampled once and never round-tripped through a
+16-bit WAV; pad / crossfade sizes are counted at the model rate; the speaker-mix frame budget
+counts model-rate samples; ``-p 0`` works; unknown speakers and missing files are errors).
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import io
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from modules.audio import check_finite, sinc_resample
+from modules.commons import repeat_expand_2d
+from modules.errors import AudioError, CheckpointError, ConfigError, SvcError
+from modules.volume import VolumeExtractor
+
+from inference import components
+from inference.loudness import change_rms
+from inference.slicer import Chunk, slice_audio
+from inference.spk_mix import check_spk_mix_map, mix_weights
+
+log = logging.getLogger(__name__)
+
+SEED = 52468                 # SynthesizerTrn.infer's default seed (4.1)
+ENCODER_RATE = 16000         # Hz: every speech encoder reads 16 kHz audio
+SLICER_MIN_LEN_MS = 5000     # 4.1's slicer min_length at inference
+MIN_SEGMENT_SECONDS = 0.1    # shortest padded segment sent to the models (see _pad_amounts)
+
+
+class F0FilterException(SvcError):
+    """``f0_filter`` is on and the f0 predictor found no voiced frame (4.1 name)."""
+
+
+def pad_array(arr: np.ndarray, target_length: int) -> np.ndarray:
+    """Centre-pad ``arr`` with zeros to ``target_length`` (never truncates), as 4.1."""
+    n = arr.shape[0]
+    if n >= target_length:
+        return arr
+    left = (target_length - n) // 2
+    return np.pad(arr, (left, target_length - n - left))
+
+
+def split_list_by_n(seq: Sequence, n: int, pre: int = 0):
+    """Consecutive pieces of ``n`` items; every piece after the first also starts ``pre`` items
+    earlier (the crossfade overlap), as 4.1."""
+    for i in range(0, len(seq), n):
+        yield seq[i - pre if i - pre >= 0 else i: i + n]
+
+
+def _resolve_device(device: Any) -> torch.device:
+    if device is None or device == "" or (isinstance(device, str) and device.lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SvcError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SvcError(f"device {device!r} requested but CUDA is not available here; use -d cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SvcError(f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+# --- config ↔ checkpoint diagnosis ---------------------------------------------------------------
+def describe_mismatch(state: Mapping[str, torch.Tensor], model_cfg: Mapping[str, Any]) -> list[str]:
+    """Name the config fields that disagree with a generator state dict (spec §7.2 shapes)."""
+    problems: list[str] = []
+
+    def shape(key: str) -> tuple[int, ...] | None:
+        t = state.get(key)
+        return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+    def check(key: str, dim: int, field: str, hint: str = "") -> None:
+        s = shape(key)
+        want = model_cfg.get(field)
+        if s is not None and want is not None and len(s) > dim and s[dim] != want:
+            problems.append(f"{field}: config says {want}, checkpoint has {s[dim]} ({key} {s}){hint}")
+
+    check("pre.weight", 1, "ssl_dim", " - set model.ssl_dim (and speech_encoder) to match the encoder the model "
+          "was trained with")
+    check("emb_g.weight", 0, "n_speakers")
+    check("emb_g.weight", 1, "gin_channels")
+    check("pre.weight", 0, "hidden_channels")
+    check("enc_p.enc_.ffn_layers.0.conv_1.weight", 0, "filter_channels")
+    check("dec.conv_pre.weight_v", 0, "upsample_initial_channel")
+    flags = [
+        ("vol_embedding", "emb_vol.weight"),
+        ("use_automatic_f0_prediction", "f0_decoder.proj.weight"),
+        ("flow_share_parameter", "flow.wn.cond_layer.bias"),
+    ]
+    for field, key in flags:
+        has = key in state or (field == "flow_share_parameter" and any(k.startswith("flow.wn.") for k in state))
+        want = bool(model_cfg.get(field, False))
+        if has != want:
+            problems.append(f"{field}: config says {str(want).lower()}, but the checkpoint "
+                            f"{'has' if has else 'has no'} {key.rsplit('.', 1)[0]} layers")
+    depthwise = any(".depth_conv." in k for k in state)
+    if any(k.startswith("flow.") and ".in_layers." in k for k in state) and depthwise != bool(model_cfg.get("use_depthwise_conv", False)):
+        problems.append(f"use_depthwise_conv: config says {str(bool(model_cfg.get('use_depthwise_conv', False))).lower()}, "
+                        f"checkpoint {'uses' if depthwise else 'does not use'} depthwise convolutions")
+    n_layers = len({k.split(".")[3] for k in state if k.startswith("enc_p.enc_.attn_layers.")})
+    if n_layers and model_cfg.get("n_layers") not in (None, n_layers):
+        problems.append(f"n_layers: config says {model_cfg.get('n_layers')}, checkpoint has {n_layers} prior-encoder layers")
+    return problems
+
+
+@dataclass
+class _Piece:
+    """One unit of work of :meth:`Svc.slice_inference`, in model-rate samples of the resampled input."""
+
+    start: int
+    end: int
+    silent: bool
+    k: int            # index of the piece inside its voiced chunk (0 = first; crossfade only for k > 0)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+class Svc:
+    """The offline conversion pipeline (4.1 ``inference.infer_tool.Svc``).
+
+    Args:
+        net_g_path: SoVITS generator checkpoint (``G_*.pth``, also compressed / mixed files).
+        config_path: its ``config.json``.
+        device: ``None``/"auto" (CUDA if available), "cpu", "cuda", "cuda:N".
+        cluster_model_path: k-means file (``kmeans_10000.pt``) or, with ``feature_retrieval``,
+            the feature index (``feature_and_index.pkl``); loaded if it exists.
+        nsf_hifigan_enhance: run the NSF-HiFiGAN enhancer after the synthesizer (not with diffusion).
+        diffusion_model_path, diffusion_config_path: shallow-diffusion model and its YAML.
+        shallow_diffusion: refine the SoVITS output with the diffusion model.
+        only_diffusion: no SoVITS model; the diffusion model converts the input directly.
+        spk_mix_enable: allow per-frame speaker mixing (``slice_inference(use_spk_mix=True)``).
+        feature_retrieval: treat ``cluster_model_path`` as a feature index.
+        half: run the synthesizer in float16 (CUDA only; CPU always runs float32).
+        encoder_path: speech-encoder weights (default ``pretrain/<published name>``).
+        enhancer_path: NSF-HiFiGAN weights (default ``pretrain/nsf_hifigan/model``).
+    """
+
+    def __init__(self, net_g_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None, *,
+                 device: Any = None,
+                 cluster_model_path: str | os.PathLike | None = "logs/44k/kmeans_10000.pt",
+                 nsf_hifigan_enhance: bool = False,
+                 diffusion_model_path: str | os.PathLike = "logs/44k/diffusion/model_0.pt",
+                 diffusion_config_path: str | os.PathLike = "configs/diffusion.yaml",
+                 shallow_diffusion: bool = False,
+                 only_diffusion: bool = False,
+                 spk_mix_enable: bool = False,
+                 feature_retrieval: bool = False,
+                 half: bool = False,
+                 encoder_path: str | os.PathLike | None = None,
+                 enhancer_path: str | os.PathLike | None = None) -> None:
+        self.net_g_path = str(net_g_path) if net_g_path is not None else None
+        self.only_diffusion = bool(only_diffusion)
+        self.shallow_diffusion = bool(shallow_diffusion) and not self.only_diffusion
+        self.feature_retrieval = bool(feature_retrieval)
+        self.spk_mix_enable = bool(spk_mix_enable)
+        self.dev = _resolve_device(device)
+        self.half = bool(half)
+        if self.half and self.dev.type != "cuda":
+            raise SvcError("half precision is a GPU option; on CPU inference runs in float32 (drop --half or use -d cuda)")
+        self.net_g_ms = None
+        self.dtype = torch.float16 if self.half else torch.float32
+        self._f0_predictors: dict[tuple[str, float], Any] = {}
+
+        if not self.only_diffusion:
+            if net_g_path is None or config_path is None:
+                raise SvcError("a SoVITS model and its config are needed (net_g_path, config_path), "
+                               "unless only_diffusion is set")
+            from modules.hparams import get_hparams_from_file
+
+            self.hps_ms = get_hparams_from_file(config_path, infer_mode=True)
+            self.target_sample = int(self.hps_ms.data.sampling_rate)
+            self.hop_size = int(self.hps_ms.data.hop_length)
+            self.spk2id = dict(self.hps_ms.spk) if "spk" in self.hps_ms else {}
+            self.unit_interpolate_mode = self.hps_ms.data.get("unit_interpolate_mode") or "left"
+            self.vol_embedding = bool(self.hps_ms.model.get("vol_embedding") or False)
+            self.speech_encoder = self.hps_ms.model.get("speech_encoder") or "vec768l12"
+
+        self.nsf_hifigan_enhance = bool(nsf_hifigan_enhance)
+        self.diffusion_model = self.vocoder = self.diffusion_args = None
+        if self.shallow_diffusion or self.only_diffusion:
+            self.diffusion_model, self.vocoder, self.diffusion_args = components.load_diffusion(
+                diffusion_model_path, diffusion_config_path, self.dev)
+            if self.only_diffusion:
+                args = self.diffusion_args
+                self.target_sample = int(args.data.sampling_rate)
+                self.hop_size = int(args.data.block_size)
+                self.spk2id = dict(args.spk) if "spk" in args else {}
+                self.speech_encoder = args.data.encoder
+                self.unit_interpolate_mode = args.data.get("unit_interpolate_mode") or "left"
+                self.vol_embedding = False
+            if self.spk_mix_enable and hasattr(self.diffusion_model, "init_spkmix"):
+                self.diffusion_model.init_spkmix(len(self.spk2id))
+
+        if not self.only_diffusion:
+            self.load_model(spk_mix_enable)
+            self.volume_extractor = VolumeExtractor(self.hop_size)
+        else:
+            self.volume_extractor = VolumeExtractor(int(self.diffusion_args.data.block_size))
+        self.n_speakers = int(self.net_g_ms.n_speakers) if self.net_g_ms is not None else max(len(self.spk2id), 1)
+        self._check_speaker_map()
+        self.hubert_model = components.get_speech_encoder(
+            self.speech_encoder, device=self.dev, path=encoder_path, dtype=self.dtype if self.half else None)
+        self._check_encoder_dim()
+
+        self.cluster_model = None
+        self.cluster_model_path = str(cluster_model_path) if cluster_model_path else ""
+        if self.cluster_model_path and Path(self.cluster_model_path).is_file():
+            self.cluster_model = components.ClusterMixer(self.cluster_model_path, self.feature_retrieval, self.spk2id)
+        else:
+            self.feature_retrieval = False  # as 4.1; asking for a ratio later says the file is missing
+
+        if self.nsf_hifigan_enhance and (self.shallow_diffusion or self.only_diffusion):
+            log.info("the NSF-HiFiGAN enhancer is not used together with diffusion; it is switched off")
+            self.nsf_hifigan_enhance = False
+        self.enhancer = components.load_enhancer(self.dev, enhancer_path) if self.nsf_hifigan_enhance else None
+
+    # ------------------------------------------------------------------ loading
+    def load_model(self, spk_mix_enable: bool = False) -> None:
+        """Build the synthesizer from the config, load the checkpoint, prepare it for inference."""
+        from models import SynthesizerTrn
+        from modules.checkpoint import load_state_dict_checked, torch_load
+
+        hps = self.hps_ms
+        try:
+            # mapped, not read: a training checkpoint's optimizer state (2x the model) never loads
+            ckpt = torch_load(self.net_g_path, what="so-vits-svc checkpoint", mmap=True)
+        except CheckpointError:
+            ckpt = torch_load(self.net_g_path, what="so-vits-svc checkpoint")  # legacy (non-zip) files
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
+            raise CheckpointError(f"{self.net_g_path}: not a so-vits-svc G checkpoint (expected a dict with a 'model' "
+                                  "state dict); D_*.pth, diffusion model_*.pt or encoder files are not SoVITS models")
+        state = ckpt["model"]
+        problems = describe_mismatch(state, hps.model)
+        if problems:
+            raise CheckpointError(f"{self.net_g_path} does not match its config: " + "; ".join(problems)
+                                  + ". Use the config.json the model was trained with.")
+        try:
+            net = SynthesizerTrn(hps.data.filter_length // 2 + 1, hps.train.segment_size // hps.data.hop_length,
+                                 **hps.model)
+        except TypeError as e:
+            raise ConfigError(f"model section of the config does not fit SynthesizerTrn: {e}") from None
+        # At inference a speaker table of another size is an error, not a re-initialisation.
+        load_state_dict_checked(net, state, source=str(self.net_g_path), allow_missing=("enc_q",),
+                                reinit_on_mismatch=())
+        del ckpt, state
+        net.to(self.dev)
+        net.prepare_for_inference(dtype=torch.float16 if self.half else None)
+        if spk_mix_enable:
+            net.EnableCharacterMix(len(self.spk2id), self.dev)
+        self.net_g_ms = net
+        log.info("loaded SoVITS model %s (%d speakers, %s, %s)", self.net_g_path, net.n_speakers, self.dev, self.dtype)
+
+    def _check_speaker_map(self) -> None:
+        bad = {name: sid for name, sid in self.spk2id.items()
+               if not isinstance(sid, int) or not 0 <= sid < self.n_speakers}
+        if bad and self.net_g_ms is not None:
+            raise ConfigError(f"config 'spk' maps {bad} to ids outside 0..{self.n_speakers - 1} "
+                              f"(the model has {self.n_speakers} speaker embeddings)")
+
+    def _check_encoder_dim(self) -> None:
+        """The encoder's unit width must be what the model (or diffusion model) reads."""
+        dim = getattr(self.hubert_model, "dim", None)
+        if self.net_g_ms is not None:
+            want, where = int(self.net_g_ms.ssl_dim), "model.ssl_dim of the config"
+        else:
+            want, where = int(self.diffusion_args.data.encoder_out_channels), "data.encoder_out_channels of the diffusion config"
+        if dim and dim != want:
+            raise ConfigError(f"speech encoder '{self.speech_encoder}' ({getattr(self.hubert_model, 'path', '')}) gives "
+                              f"{dim}-dim units but {where} is {want}; the config's speech_encoder does not match the "
+                              "model (or the encoder file is another model)")
+
+    def unload_model(self) -> None:
+        """Free the models (4.1 name); the object cannot convert afterwards."""
+        for attr in ("net_g_ms", "enhancer", "diffusion_model", "vocoder", "hubert_model", "cluster_model"):
+            if getattr(self, attr, None) is not None:
+                setattr(self, attr, None)
+        self._f0_predictors.clear()
+        gc.collect()
+        self.clear_empty()
+
+    def clear_empty(self) -> None:
+        """Release cached GPU memory (4.1 name)."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def speakers(self) -> list[str]:
+        return list(self.spk2id)
+
+    def speaker_id(self, speaker: str | int) -> int:
+        """Speaker name (or integer id) → id; unknown speakers raise listing the valid names."""
+        if isinstance(speaker, str) and speaker in self.spk2id:
+            return int(self.spk2id[speaker])
+        if isinstance(speaker, (int, np.integer)) and not isinstance(speaker, bool) and 0 <= int(speaker) < self.n_speakers:
+            return int(speaker)
+        names = ", ".join(self.spk2id) or "(none)"
+        raise SvcError(f"speaker {speaker!r} is not in this model's speaker list: {names}")
+
+    def speaker_name(self, sid: int) -> str:
+        for name, i in self.spk2id.items():
+            if i == sid:
+                return name
+        return str(sid)
+
+    def f0_predictor(self, name: str, threshold: float):
+        """The predictor ``name`` (created once per name and threshold, then reused)."""
+        key = (name, float(threshold))
+        pred = self._f0_predictors.get(key)
+        if pred is None:
+            pred = components.get_f0_predictor(name, hop_length=self.hop_size, sampling_rate=self.target_sample,
+                                               device=self.dev, threshold=threshold)
+            self._f0_predictors[key] = pred
+        return pred
+
+    def _to_16k(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[L]`` at the model rate → ``[L16]`` (torchaudio-default sinc, as 4.1)."""
+        return sinc_resample(wav[None], self.target_sample, ENCODER_RATE)[0]
+
+    def _units(self, wav: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """Encoder units of ``wav`` (model rate) stretched to ``n_frames`` → ``[C, n_frames]`` float32."""
+        c = self.hubert_model.encoder(self._to_16k(wav))
+        return repeat_expand_2d(c.squeeze(0).float(), n_frames, self.unit_interpolate_mode)
+
+    # ------------------------------------------------------------------ per segment (spec §10.2)
+    def get_unit_f0(self, wav: np.ndarray, tran: float, cluster_infer_ratio: float, speaker: str | int | None,
+                    f0_filter: bool, f0_predictor: str, cr_threshold: float = 0.05):
+        """``wav`` float32 ``[L]`` at the model rate → ``(c [1, C, T], f0 [1, T] Hz, uv [1, T])``."""
+        f0, uv = self.f0_predictor(f0_predictor, cr_threshold).compute_f0_uv(wav)
+        if f0_filter and sum(f0) == 0:
+            raise F0FilterException("No voice detected")
+        f0 = torch.FloatTensor(f0).to(self.dev)
+        uv = torch.FloatTensor(uv).to(self.dev)
+        f0 = (f0 * 2 ** (tran / 12)).unsqueeze(0)
+        uv = uv.unsqueeze(0)
+        c = self._units(torch.from_numpy(wav).to(self.dev), f0.shape[1])
+        if cluster_infer_ratio != 0:
+            if self.cluster_model is None:
+                raise SvcError(f"cluster/retrieval ratio {cluster_infer_ratio} requested but no k-means or index file "
+                               f"was loaded ({self.cluster_model_path or 'none given'} not found)")
+            sid = self.speaker_id(speaker)
+            c = self.cluster_model.mix(c, self.speaker_name(sid), sid, cluster_infer_ratio)
+        return c.unsqueeze(0), f0, uv
+
+    def _load_segment(self, raw_path: Any) -> np.ndarray:
+        """A path / file object (read, mixed to mono, resampled) or an array at the model rate."""
+        if isinstance(raw_path, torch.Tensor):
+            raw_path = raw_path.detach().cpu().numpy()
+        if isinstance(raw_path, np.ndarray):
+            wav = np.asarray(raw_path, dtype=np.float32).reshape(-1)
+        else:
+            import soundfile as sf
+
+            try:
+                data, sr = sf.read(raw_path if isinstance(raw_path, io.IOBase) else str(raw_path),
+                                   dtype="float32", always_2d=True)
+            except Exception as e:
+                raise AudioError(f"{raw_path}: not a readable audio file ({e})") from None
+            wav = data.mean(axis=1)
+            wav = sinc_resample(torch.from_numpy(wav), sr, self.target_sample).numpy()
+        check_finite(wav, "input audio")
+        return np.ascontiguousarray(wav, dtype=np.float32)
+
+    def infer(self, speaker: Any, tran: float, raw_path: Any, *, cluster_infer_ratio: float = 0,
+              auto_predict_f0: bool = False, noice_scale: float = 0.4, f0_filter: bool = False,
+              f0_predictor: str = "pm", enhancer_adaptive_key: float = 0, cr_threshold: float = 0.05,
+              k_step: int = 100, frame: int = 0, spk_mix: bool = False, second_encoding: bool = False,
+              loudness_envelope_adjustment: float = 1, vol: torch.Tensor | None = None,
+              start_frame: int | None = None, use_tqdm: bool = False, seed: int = SEED):
+        """Convert one segment (spec §10.2).
+
+        Args:
+            speaker: name or id; with ``spk_mix`` the weights ``[n_speakers, frames]`` of the song
+                (``frame`` is this segment's first column).
+            tran: transposition in semitones. raw_path: a path or file object (any rate, mono or
+                stereo), or a float array at the model rate.
+            vol: per-frame loudness ``[1, T]`` to use instead of measuring it (realtime GUI).
+            start_frame: drop this many leading frames before synthesis (realtime GUI).
+            seed: the synthesizer seeds the RNG with it on every call (4.1: 52468).
+        Returns:
+            ``(audio [T·hop] float32 tensor on the device, its length, T)``.
+        """
+        wav = self._load_segment(raw_path)
+        with torch.inference_mode():
+            return self._infer_wav(wav, speaker, tran, cluster_infer_ratio=cluster_infer_ratio,
+                                   auto_predict_f0=auto_predict_f0, noice_scale=noice_scale, f0_filter=f0_filter,
+                                   f0_predictor=f0_predictor, enhancer_adaptive_key=enhancer_adaptive_key,
+                                   cr_threshold=cr_threshold, k_step=k_step, frame=frame, spk_mix=spk_mix,
+                                   second_encoding=second_encoding,
+                                   loudness_envelope_adjustment=loudness_envelope_adjustment, vol=vol,
+                                   start_frame=start_frame, use_tqdm=use_tqdm, seed=seed)
+
+    def _infer_wav(self, wav: np.ndarray, speaker: Any, tran: float, *, cluster_infer_ratio: float,
+                   auto_predict_f0: bool, noice_scale: float, f0_filter: bool, f0_predictor: str,
+                   enhancer_adaptive_key: float, cr_threshold: float, k_step: int, frame: int, spk_mix: bool,
+                   second_encoding: bool, loudness_envelope_adjustment: float, vol: torch.Tensor | None,
+                   start_frame: int | None, use_tqdm: bool, seed: int):
+        if spk_mix:
+            c, f0, uv = self.get_unit_f0(wav, tran, 0, None, f0_filter, f0_predictor, cr_threshold)
+            n_frames = f0.size(1)
+            weights = speaker[:, frame:frame + n_frames]
+            if weights.shape[1] < n_frames:
+                raise AssertionError(f"speaker-mix weights end at frame {frame + weights.shape[1]}, need {frame + n_frames}")
+            sid = weights.transpose(0, 1).to(self.dev)
+        else:
+            sid = torch.LongTensor([self.speaker_id(speaker)]).to(self.dev).unsqueeze(0)
+            c, f0, uv = self.get_unit_f0(wav, tran, cluster_infer_ratio, speaker, f0_filter, f0_predictor, cr_threshold)
+            n_frames = f0.size(1)
+        c, f0, uv = c.to(self.dtype), f0.to(self.dtype), uv.to(self.dtype)
+        if start_frame:
+            c, f0, uv = c[:, :, start_frame:], f0[:, start_frame:], uv[:, start_frame:]
+            if vol is not None:
+                vol = vol[:, start_frame:]
+        if self.only_diffusion:
+            torch.manual_seed(seed)  # 4.1 left this mode unseeded; seeding keeps runs repeatable
+            audio = torch.from_numpy(wav).to(self.dev)
+            audio_mel = None
+        else:
+            if vol is None and self.vol_embedding:
+                vol = self.volume_extractor.extract(torch.from_numpy(wav).to(self.dev)[None, :])[None, :]
+                if start_frame:
+                    vol = vol[:, start_frame:]
+            audio, f0 = self.net_g_ms.infer(c, f0=f0, g=sid, uv=uv, predict_f0=auto_predict_f0,
+                                            noice_scale=noice_scale, vol=vol, seed=seed)
+            audio = audio[0, 0].float()
+            audio_mel = self.vocoder.extract(audio[None, :], self.target_sample) if self.shallow_diffusion else None
+        c, f0, uv = c.float(), f0.float(), uv.float()
+        if self.only_diffusion or self.shallow_diffusion:
+            audio = self._diffuse(audio, audio_mel, c, f0, vol, sid, k_step, second_encoding, use_tqdm)
+        if self.enhancer is not None:
+            audio = self._enhance(audio, f0, enhancer_adaptive_key)
+        if loudness_envelope_adjustment != 1:
+            audio = change_rms(wav, self.target_sample, audio, self.target_sample, loudness_envelope_adjustment)
+        return audio, audio.shape[-1], n_frames
+
+    def _diffuse(self, audio, audio_mel, c, f0, vol, sid, k_step, second_encoding, use_tqdm):
+        """Shallow diffusion from the SoVITS mel, or diffusion only (spec §8.5)."""
+        if vol is None:
+            vol = self.volume_extractor.extract(audio[None, :])[None, :, None].to(self.dev)
+        else:
+            vol = vol.float()[:, :, None]
+        if self.shallow_diffusion and second_encoding:
+            c = self._units(audio, f0.shape[1])[None]
+        f0 = f0[:, :, None]
+        kwargs = dict(spk_id=sid, spk_mix_dict=None, gt_spec=audio_mel, infer=True,
+                      infer_speedup=self.diffusion_args.infer.speedup, method=self.diffusion_args.infer.method,
+                      k_step=k_step)
+        if "use_tqdm" in inspect.signature(self.diffusion_model.forward).parameters:
+            kwargs["use_tqdm"] = use_tqdm
+        mel = self.diffusion_model(c.transpose(-1, -2), f0, vol, **kwargs)
+        return self.vocoder.infer(mel, f0).squeeze()
+
+    def _enhance(self, audio, f0, adaptive_key):
+        out, sr = self.enhancer.enhance(audio[None, :], self.target_sample, f0[:, :, None], self.hop_size,
+                                        adaptive_key=adaptive_key)
+        out = out[0] if out.dim() > 1 else out
+        if sr != self.target_sample:
+            # 4.1 returned 44.1 kHz audio whatever the model rate (only right for 44.1 kHz models).
+            out = sinc_resample(out, sr, self.target_sample, lowpass_filter_width=128)
+        return out
+
+    # ------------------------------------------------------------------ whole file (spec §10.3)
+    def slice_inference(self, raw_audio_path: Any, spk: Any, tran: float, *, slice_db: float = -40,
+                        cluster_infer_ratio: float = 0, auto_predict_f0: bool = False, noice_scale: float = 0.4,
+                        pad_seconds: float = 0.5, clip_seconds: float = 0, lg_num: float = 0,
+                        lgr_num: float = 0.75, f0_predictor: str = "pm", enhancer_adaptive_key: float = 0,
+                        cr_threshold: float = 0.05, k_step: int = 100, use_spk_mix: bool = False,
+                        second_encoding: bool = False, loudness_envelope_adjustment: float = 1,
+                        max_chunk_seconds: float = 60.0, progress: bool = True, seed: int = SEED,
+                        sr: int | None = None) -> np.ndarray:
+        """Convert a whole file → float32 audio at the model rate, as long as the input.
+
+        ``raw_audio_path`` is a path (any soundfile format, any rate, mono or stereo) or a float
+        array with its rate in ``sr``. ``spk``: speaker name/id, or (with ``use_spk_mix``) a
+        ``spk_mix_map`` dict (spec §10.7). Timing parameters are in seconds; ``lg_num`` is the
+        crossfade between forced clips (``clip_seconds``) and ``lgr_num`` the part of it that is
+        blended. Voiced chunks longer than ``max_chunk_seconds`` (0 = no limit) are split at
+        their quietest point so memory stays bounded (4.1 converted them whole).
+        """
+        if isinstance(raw_audio_path, (np.ndarray, torch.Tensor)):
+            if sr is None:
+                raise SvcError("slice_inference on an array needs its sample rate (sr=...)")
+            y = raw_audio_path.detach().cpu().numpy() if isinstance(raw_audio_path, torch.Tensor) else raw_audio_path
+            y = np.asarray(y, dtype=np.float32)
+            if y.ndim == 2:
+                y = y.mean(axis=0 if y.shape[0] <= 8 else 1)
+            in_sr = int(sr)
+            if y.size == 0:
+                raise AudioError("input audio holds no samples")
+            check_finite(y, "input audio")
+        else:
+            from modules.audio import load_audio
+
+            y, in_sr = load_audio(raw_audio_path)
+        return self._slice_convert(y, in_sr, spk, tran, slice_db=slice_db, cluster_infer_ratio=cluster_infer_ratio,
+                                   auto_predict_f0=auto_predict_f0, noice_scale=noice_scale, pad_seconds=pad_seconds,
+                                   clip_seconds=clip_seconds, lg_num=lg_num, lgr_num=lgr_num,
+                                   f0_predictor=f0_predictor, enhancer_adaptive_key=enhancer_adaptive_key,
+                                   cr_threshold=cr_threshold, k_step=k_step, use_spk_mix=use_spk_mix,
+                                   second_encoding=second_encoding,
+                                   loudness_envelope_adjustment=loudness_envelope_adjustment,
+                                   max_chunk_seconds=max_chunk_seconds, progress=progress, seed=seed)
+
+    def check_options(self, *, spk: Any, cluster_infer_ratio: float, pad_seconds: float, clip_seconds: float,
+                      lg_num: float, lgr_num: float, k_step: int, use_spk_mix: bool, noice_scale: float,
+                      loudness_envelope_adjustment: float, f0_predictor: str) -> None:
+        """Reject impossible settings before any work, naming the flag."""
+        if pad_seconds < 0:
+            raise SvcError(f"pad seconds (-p) must be ≥ 0, got {pad_seconds}")
+        if clip_seconds < 0:
+            raise SvcError(f"clip seconds (-cl) must be ≥ 0, got {clip_seconds}")
+        if lg_num < 0:
+            raise SvcError(f"crossfade seconds (-lg) must be ≥ 0, got {lg_num}")
+        if clip_seconds > 0 and lg_num > clip_seconds:
+            raise SvcError(f"crossfade (-lg {lg_num}) must not be longer than the clip length (-cl {clip_seconds})")
+        if not 0 <= lgr_num <= 1:
+            raise SvcError(f"crossfade retain ratio (-lgr) must be in [0, 1], got {lgr_num}")
+        if not 0 <= cluster_infer_ratio <= 1:
+            raise SvcError(f"cluster/retrieval ratio (-cr) must be in [0, 1], got {cluster_infer_ratio}")
+        if not 0 <= loudness_envelope_adjustment <= 1:
+            raise SvcError(f"loudness envelope ratio (-lea) must be in [0, 1], got {loudness_envelope_adjustment}")
+        if noice_scale < 0:
+            raise SvcError(f"noise scale (-ns) must be ≥ 0, got {noice_scale}")
+        if (self.shallow_diffusion or self.only_diffusion) and k_step < 1:
+            raise SvcError(f"diffusion depth (-ks) must be ≥ 1, got {k_step}")
+        names = components.f0_predictor_names()
+        if f0_predictor not in names:
+            raise SvcError(f"unknown f0 predictor {f0_predictor!r}; choose one of: {', '.join(names)}")
+        if cluster_infer_ratio != 0 and self.cluster_model is None and not use_spk_mix:
+            raise SvcError(f"cluster/retrieval ratio {cluster_infer_ratio} requested but "
+                           f"{self.cluster_model_path or 'no k-means / index file'} was not found (train it, pass -cm, "
+                           "or set -cr 0)")
+        if use_spk_mix:
+            if not self.spk_mix_enable:
+                raise SvcError("speaker mixing needs Svc(spk_mix_enable=True) (inference_main: -usm)")
+            check_spk_mix_map(spk, len(self.spk2id))
+        else:
+            self.speaker_id(spk)
+
+    def plan(self, y_t_len: int, chunks: list[Chunk], *, clip_size: int, lg_size: int,
+             max_chunk: int, y_t: np.ndarray | None = None) -> tuple[list[_Piece], int]:
+        """Pieces to convert, in order, and the number of chunks (model-rate samples)."""
+        pieces: list[_Piece] = []
+        n_chunks = 0
+        for ch in chunks:
+            if ch.silent:
+                pieces.append(_Piece(ch.start, ch.end, True, 0))
+                n_chunks += 1
+                continue
+            spans = [(ch.start, ch.end)]
+            if clip_size == 0 and max_chunk and ch.end - ch.start > max_chunk and y_t is not None:
+                spans = _split_at_quiet_points(y_t, ch.start, ch.end, max_chunk, self.target_sample)
+                log.info("a voiced stretch of %.1f s without a pause was split into %d parts (max_chunk_seconds)",
+                         (ch.end - ch.start) / self.target_sample, len(spans))
+            for s, e in spans:
+                n_chunks += 1
+                if clip_size:
+                    for k, start in enumerate(range(s, e, clip_size)):
+                        pieces.append(_Piece(start - lg_size if start - lg_size >= s and k else start,
+                                             min(start + clip_size, e), False, k))
+                else:
+                    pieces.append(_Piece(s, e, False, 0))
+        return pieces, n_chunks
+
+    def _pad_amounts(self, n: int, pad: int) -> tuple[int, int]:
+        """Zeros before / after a voiced piece of ``n`` samples: ``pad`` each side, plus enough to
+        reach :data:`MIN_SEGMENT_SECONDS` so the encoder and f0 predictors always get a frame
+        (with 4.1's default 0.5 s padding this never adds anything)."""
+        extra = max(0, math.ceil(MIN_SEGMENT_SECONDS * self.target_sample) - (n + 2 * pad))
+        return pad + extra // 2, pad + extra - extra // 2
+
+    def _slice_convert(self, y: np.ndarray, in_sr: int, spk: Any, tran: float, *, slice_db: float,
+                       cluster_infer_ratio: float, auto_predict_f0: bool, noice_scale: float, pad_seconds: float,
+                       clip_seconds: float, lg_num: float, lgr_num: float, f0_predictor: str,
+                       enhancer_adaptive_key: float, cr_threshold: float, k_step: int, use_spk_mix: bool,
+                       second_encoding: bool, loudness_envelope_adjustment: float, max_chunk_seconds: float,
+                       progress: bool, seed: int) -> np.ndarray:
+        from tqdm import tqdm
+
+        if use_spk_mix and len(self.spk2id) == 1:
+            # 4.1 crashed here (spec §13.31); mixing one speaker is that speaker.
+            spk, use_spk_mix = next(iter(self.spk2id)), False
+            log.info("the model has one speaker; speaker mixing is not needed and is switched off")
+        self.check_options(spk=spk, cluster_infer_ratio=cluster_infer_ratio, pad_seconds=pad_seconds,
+                           clip_seconds=clip_seconds, lg_num=lg_num, lgr_num=lgr_num, k_step=k_step,
+                           use_spk_mix=use_spk_mix, noice_scale=noice_scale,
+                           loudness_envelope_adjustment=loudness_envelope_adjustment, f0_predictor=f0_predictor)
+        if cluster_infer_ratio != 0 and use_spk_mix:
+            log.info("clustering / feature retrieval is not used with speaker mixing (as in 4.1)")
+        if auto_predict_f0 and tran != 0:
+            log.warning("with automatic f0 prediction (-a) the transposition %s has almost no effect: the model's f0 "
+                        "predictor sees mean-normalised pitch (4.1 behaviour)", tran)
+        if auto_predict_f0 and self.net_g_ms is not None and not self.net_g_ms.use_automatic_f0_prediction:
+            log.warning("this model has no f0 predictor (use_automatic_f0_prediction is false); -a is ignored")
+
+        tsr, hop = self.target_sample, self.hop_size
+        # 1. Slice at the file's own rate (4.1's cut points), 2. resample the whole file once,
+        # 3. map the cut points to the model rate: ceil(b · tsr / in_sr), so chunk lengths sum to
+        #    the resampled length exactly.
+        chunks = slice_audio(y, in_sr, slice_db, SLICER_MIN_LEN_MS)
+        g = math.gcd(in_sr, tsr)
+        up, down = tsr // g, in_sr // g
+        y_t = sinc_resample(torch.from_numpy(y), in_sr, tsr).numpy() if in_sr != tsr else y
+        del y
+        total = y_t.shape[0]
+
+        def to_t(b: int) -> int:
+            return min(total, -(-b * up // down))
+
+        chunks_t = [Chunk(c.silent, to_t(c.start), to_t(c.end)) for c in chunks]
+        chunks_t = [c for c in chunks_t if c.end > c.start]
+        if all(c.silent for c in chunks_t):
+            log.warning("no audio above the slicing threshold (-sd %s dB): the output is silent; lower -sd for quiet "
+                        "recordings", slice_db)
+        clip_size = int(clip_seconds * tsr)
+        lg_size = int(lg_num * tsr) if clip_size else 0
+        if lg_num and not clip_size:
+            log.info("-lg (crossfade) only applies with forced clipping (-cl); ignored")
+        max_chunk = int(max_chunk_seconds * tsr) if max_chunk_seconds else 0
+        pieces, n_chunks = self.plan(total, chunks_t, clip_size=clip_size, lg_size=lg_size, max_chunk=max_chunk,
+                                     y_t=y_t)
+        pad = int(tsr * pad_seconds)
+
+        if use_spk_mix:
+            # Frame budget (spec §10.7), all in model-rate samples: frames of every silent chunk and
+            # every padded voiced piece, plus one per chunk (4.1's slack term; keeps 4.1's curve).
+            budget = n_chunks
+            for p in pieces:
+                budget += (p.length if p.silent else p.length + sum(self._pad_amounts(p.length, pad))) // hop
+            spk = mix_weights(check_spk_mix_map(spk, len(self.spk2id)), budget, self.dev)
+
+        lg_r = int(lg_size * lgr_num)
+        lg_c_l = (lg_size - lg_r) // 2
+        lg_c_r = lg_size - lg_r - lg_c_l
+        ramp = np.linspace(0, 1, lg_r) if lgr_num != 1 else np.linspace(0, 1, lg_size)
+
+        out = np.zeros(total, dtype=np.float32)
+        pos = 0
+        frame = 0
+        voiced = [p for p in pieces if not p.silent]
+        bar = tqdm(total=len(voiced), unit="slice", desc="converting", disable=not progress or not voiced)
+        try:
+            for p in pieces:
+                n = p.length
+                if p.silent:
+                    pos += n
+                    frame += n // hop
+                    continue
+                left, right = self._pad_amounts(n, pad)
+                wav = np.concatenate([np.zeros(left, np.float32), y_t[p.start:p.end], np.zeros(right, np.float32)])
+                with torch.inference_mode():
+                    audio, _, n_frames = self._infer_wav(
+                        wav, spk, tran, cluster_infer_ratio=cluster_infer_ratio, auto_predict_f0=auto_predict_f0,
+                        noice_scale=noice_scale, f0_filter=False, f0_predictor=f0_predictor,
+                        enhancer_adaptive_key=enhancer_adaptive_key, cr_threshold=cr_threshold, k_step=k_step,
+                        frame=frame, spk_mix=use_spk_mix, second_encoding=second_encoding,
+                        loudness_envelope_adjustment=loudness_envelope_adjustment, vol=None, start_frame=None,
+                        use_tqdm=False, seed=seed)
+                frame += n_frames
+                a = audio.float().cpu().numpy()
+                a = pad_array(a[left: max(left, a.shape[0] - right)], n)[:n]
+                if lg_size and p.k:
+                    #  accumulated output  ...──────────┬──── lg_r + lg_c_r ────┤pos
+                    #  this piece                       ├ lg_c_l ┼ lg_r ┼ rest ...
+                    #  the lg_r samples are blended with a linear ramp; lg_c_l (piece) and
+                    #  lg_c_r (accumulated) are dropped, so lg_size samples of overlap vanish.
+                    if lgr_num != 1:
+                        s = pos - (lg_r + lg_c_r)
+                        out[s:s + lg_r] = out[s:s + lg_r] * (1 - ramp) + a[lg_c_l:lg_c_l + lg_r] * ramp
+                        pos = s + lg_r
+                        a = a[lg_c_l + lg_r:]
+                    else:
+                        s = pos - lg_size
+                        out[s:pos] = out[s:pos] * (1 - ramp) + a[:lg_size] * ramp
+                        a = a[lg_size:]
+                out[pos:pos + a.shape[0]] = a
+                pos += a.shape[0]
+                bar.update(1)
+        finally:
+            bar.close()
+        if pos != total:
+            raise AssertionError(f"assembled {pos} samples, expected {total}")
+        return out
+
+
+def _split_at_quiet_points(y: np.ndarray, start: int, end: int, max_len: int, sr: int) -> list[tuple[int, int]]:
+    """Split ``[start, end)`` into spans of at most ``max_len`` samples, each cut at the quietest
+    20 ms frame in the second half of the allowed span."""
+    hop = max(1, round(sr * 0.02))
+    spans = []
+    while end - start > max_len:
+        lo, hi = start + max_len // 2, start + max_len
+        seg = y[lo:hi]
+        n = seg.shape[0] // hop
+        energy = np.square(seg[: n * hop].reshape(n, hop)).mean(axis=1)
+        cut = lo + int(energy.argmin()) * hop + hop // 2
+        spans.append((start, cut))
+        start = cut
+    spans.append((start, end))
+    return spans

@@ -1,0 +1,178 @@
+"""inference_main.py and model_mix.py: flags, output naming, model mixing, user errors."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from infer_helpers import ROOT, build_model_set, model_config, voice, write_generator
+from modules.cli import run_main
+
+sys.path.insert(0, str(ROOT))
+import inference_main  # noqa: E402
+import model_mix  # noqa: E402
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ms = build_model_set(tmp_path_factory.mktemp("cli_models"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+        yield ms
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handlers(monkeypatch):
+    # run_main installs a stderr log handler once per process; under capsys that stream closes.
+    monkeypatch.setattr("modules.cli.setup_logging", lambda *a, **k: None)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw").mkdir()
+    sf.write(tmp_path / "raw" / "song.wav", voice(1.0, SR), SR)
+    sf.write(tmp_path / "other.flac", np.stack([voice(0.8, 22050, 300.0)] * 2, 1), 22050)
+    return tmp_path
+
+
+def run(argv, capsys):
+    code = run_main(inference_main.main, argv)
+    return code, capsys.readouterr().err
+
+
+def test_inputs_times_speakers_with_41_names(models, workdir, capsys):
+    argv = ["-m", str(models.g), "-c", str(models.config), "-n", "song.wav", str(workdir / "other.flac"),
+            "-t", "2", "-s", "alice", "bob", "-wf", "wav", "-cr", "0.5", "-cm", str(models.kmeans)]
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in (workdir / "results").iterdir())
+    assert names == sorted(f"{n}_2key_{s}_0.5_sovits_pm.wav" for n in ("song.wav", "other.flac")
+                           for s in ("alice", "bob"))
+    y, sr = sf.read(workdir / "results" / "song.wav_2key_alice_0.5_sovits_pm.wav")
+    info = sf.info(workdir / "results" / "song.wav_2key_alice_0.5_sovits_pm.wav")
+    assert sr == SR and len(y) == SR and info.subtype == "PCM_16"
+    y2, _ = sf.read(workdir / "results" / "other.flac_2key_bob_0.5_sovits_pm.wav")
+    assert len(y2) == int(np.ceil(0.8 * 22050 * 2))
+
+
+def test_default_format_auto_f0_diffusion_and_mix_names(models, workdir, capsys):
+    base = ["-m", str(models.g), "-c", str(models.config), "-n", "song"]
+    assert run(base + ["-s", "carol", "-a"], capsys)[0] == 0
+    dm = ["-dm", str(models.diffusion), "-dc", str(models.diffusion_config), "-ks", "10"]
+    assert run(base + ["-s", "carol", "-shd", "-f0p", "dio"] + dm, capsys)[0] == 0
+    assert run(base + ["-od", "-s", "bob"] + dm, capsys)[0] == 0
+    mix = workdir / "mix.py"
+    mix.write_text("spk_mix_map = {0: [[0., 1., 1., 0.]], 1: [[0., 1., 0., 1.]], 2: [[0., 1., 0., 0.]]}\n")
+    assert run(base + ["-usm", "--spk_mix_file", str(mix)], capsys)[0] == 0
+    names = sorted(p.name for p in (workdir / "results").iterdir())
+    assert names == sorted(["song_auto_carol_sovits_pm.flac", "song_0key_carol_sovdiff_dio.flac",
+                            "song_0key_bob_diff_pm.flac", "song_0key_spk_mix_sovits_pm.flac"])
+    for p in (workdir / "results").iterdir():
+        y, sr = sf.read(p)
+        assert sr == SR and len(y) == SR
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "no speaker given: pass -s NAME"),
+    (["-s", "dave"], "'dave' is not in this model's speaker list: alice, bob, carol"),
+    (["-s", "bob", "-wf", "xyz"], "output format 'xyz'"),
+    (["-s", "bob", "-cr", "0.5"], "kmeans_10000.pt"),
+    (["-s", "bob", "-f0p", "yin"], "unknown f0 predictor 'yin'"),
+    (["-s", "bob", "-eh", "-d", "cuda:7"], "cuda"),
+])
+def test_user_errors_are_one_line(models, workdir, capsys, extra, message):
+    argv = ["-m", str(models.g), "-c", str(models.config), "-n", "song.wav"] + extra
+    code, err = run(argv, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert "speakers: alice, bob, carol" in err or extra
+
+
+def test_missing_input_and_no_input(models, workdir, capsys):
+    code, err = run(["-m", str(models.g), "-c", str(models.config), "-s", "bob"], capsys)
+    assert code == 2 and "no input given" in err
+    code, err = run(["-m", str(models.g), "-c", str(models.config), "-s", "bob", "-n", "nope.wav"], capsys)
+    assert code == 2 and "nope.wav" in err and "raw" in err
+    (workdir / "raw" / "text.wav").write_text("hello")
+    code, err = run(["-m", str(models.g), "-c", str(models.config), "-s", "bob", "-n", "text.wav"], capsys)
+    assert code == 2 and "text.wav" in err and "not a readable audio file" in err
+    code, err = run(["-m", str(workdir / "G_1.pth"), "-c", str(models.config), "-s", "bob", "-n", "song.wav"], capsys)
+    assert code == 2 and "G_1.pth" in err
+
+
+def test_help_lists_41_flags(capsys):
+    with pytest.raises(SystemExit):
+        inference_main.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("-m", "-c", "-cl", "-n", "-t", "-s", "-a", "-cm", "-cr", "-lg", "-f0p", "-eh", "-shd", "-usm",
+                 "-lea", "-fr", "-dm", "-dc", "-ks", "-se", "-od", "-sd", "-d", "-ns", "-p", "-wf", "-lgr", "-eak",
+                 "-ft"):
+        assert f" {flag} " in text or f" {flag}," in text, flag
+    args = inference_main.build_parser().parse_args([])
+    assert (args.slice_db, args.noice_scale, args.pad_seconds, args.wav_format, args.linear_gradient_retain,
+            args.k_step, args.f0_predictor, args.f0_filter_threshold, args.loudness_envelope_adjustment) == \
+        (-40, 0.4, 0.5, "flac", 0.75, 100, "pm", 0.05, 1)
+
+
+# --- static model mixing ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mix")
+    cfg = model_config()
+    return write_generator(d / "G_a.pth", cfg, seed=1), write_generator(d / "G_b.pth", cfg, seed=2), cfg
+
+
+def test_convex_equal_rates_is_the_average(two_models, tmp_path):
+    from inference.model_mix import mix_model
+    from modules.checkpoint import torch_load
+
+    a, b, _ = two_models
+    out = mix_model([a, b], [100, 100], "convex", tmp_path / "output.pth")
+    mixed, sa, sb = torch_load(out), torch_load(a)["model"], torch_load(b)["model"]
+    assert set(mixed) == {"model", "iteration", "optimizer", "learning_rate"}
+    for k in sa:
+        torch.testing.assert_close(mixed["model"][k], 0.5 * sa[k] + 0.5 * sb[k], rtol=0, atol=1e-7)
+
+
+def test_linear_and_41_softmax_rates(two_models, tmp_path):
+    from inference.model_mix import mix_model, mix_weights
+    from modules.checkpoint import torch_load
+
+    a, b, _ = two_models
+    sa, sb = torch_load(a)["model"], torch_load(b)["model"]
+    mixed = torch_load(mix_model([a, b], [70, 30], 1, tmp_path / "lin.pth"))["model"]
+    k = "emb_g.weight"
+    torch.testing.assert_close(mixed[k], 0.7 * sa[k] + 0.3 * sb[k])
+    w = mix_weights([100, 0], "convex")  # 4.1's convex mode is a softmax of rate/100
+    torch.testing.assert_close(w, torch.tensor([0.7310586, 0.2689414]))
+
+
+def test_mixed_model_loads_and_cli(two_models, models, tmp_path, capsys, monkeypatch):
+    from inference.infer_tool import Svc
+
+    a, b, _ = two_models
+    monkeypatch.chdir(tmp_path)
+    assert run_main(model_mix.main, ["-m", str(a), str(b)]) == 0
+    svc = Svc(tmp_path / "output.pth", models.config, device="cpu")
+    out = svc.slice_inference(voice(0.5, SR), "bob", 0, sr=SR, progress=False)
+    assert out.shape == (SR // 2,)
+
+
+def test_mixing_models_of_different_configs_is_refused(two_models, tmp_path, capsys):
+    a, _, _ = two_models
+    c = write_generator(tmp_path / "G_c.pth", model_config(filter_channels=48))
+    code = run_main(model_mix.main, ["-m", str(a), str(c), "-o", str(tmp_path / "x.pth")])
+    err = capsys.readouterr().err
+    assert code == 2 and "G_c.pth" in err and "shape" in err and "Traceback" not in err
+    assert not (tmp_path / "x.pth").exists()
+    code = run_main(model_mix.main, ["-m", str(a), str(c), "-r", "50"])
+    assert code == 2 and "2 models but 1 rates" in capsys.readouterr().err
