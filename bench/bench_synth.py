@@ -6,7 +6,7 @@ float32 on CPU, noise scale 0.4.
 
     .venv/bin/python bench/bench_synth.py [--seconds 10] [--runs 5] [--threads 2]
         [--modes plain,prepared] [--device cpu|cuda] [--dtype float32|float16|bfloat16]
-        [--mrf-chunk N] [--profile]
+        [--mrf-chunk N] [--profile] [--sections]
 
 Modes, run alternately (so both see the same machine load):
   plain     the model as 4.1's Svc runs it: eval(), enc_q deleted, weight norm recomputed in
@@ -81,6 +81,50 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def time_sections(net, run) -> dict[str, float]:
+    """Process CPU time spent in the synthesizer's parts during ``run()`` (forward wrappers)."""
+    acc: dict[str, float] = {}
+    patched = []
+
+    def wrap(obj, attr, name):
+        fn = getattr(obj, attr)
+
+        def timed(*a, **k):
+            t0 = time.process_time()
+            out = fn(*a, **k)
+            acc[name] = acc.get(name, 0.0) + time.process_time() - t0
+            return out
+
+        setattr(obj, attr, timed)
+        patched.append((obj, attr))
+
+    dec = net.dec
+    wrap(net.enc_p, "forward", "enc_p")
+    wrap(net.flow, "forward", "flow")
+    wrap(dec, "harmonic_source", "sine source")
+    for i in range(dec.num_upsamples):
+        wrap(dec.ups[i], "forward", "upsampling convs")
+        wrap(dec.noise_convs[i], "forward", "source convs")
+    mrf = dec._mrf
+
+    def timed_mrf(i, x, inplace):
+        t0 = time.process_time()
+        out = mrf(i, x, inplace)
+        key = f"resblocks stage {i} ({x.shape[1]} ch)"
+        acc[key] = acc.get(key, 0.0) + time.process_time() - t0
+        return out
+
+    dec._mrf = timed_mrf
+    patched.append((dec, "_mrf"))
+    wrap(net, "infer", "total")
+    try:
+        run()
+    finally:
+        for obj, attr in patched:
+            del obj.__dict__[attr]
+    return acc
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "config_template.json"))
@@ -93,6 +137,7 @@ def main(argv=None) -> int:
                     help="prepared mode's dtype (half types are GPU options)")
     ap.add_argument("--mrf-chunk", type=int, default=None, help="override Generator.mrf_chunk (0: off)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of one call per mode")
+    ap.add_argument("--sections", action="store_true", help="print the CPU time of each part for one call per mode")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     hps = get_hparams_from_file(args.config)
@@ -149,6 +194,12 @@ def main(argv=None) -> int:
     if "plain" in modes and "prepared" in modes:
         print(f"prepared vs plain: wall {statistics.median(wall['plain']) / statistics.median(wall['prepared']):.2f}x, "
               f"CPU {statistics.median(cpu['plain']) / statistics.median(cpu['prepared']):.2f}x")
+    if args.sections:
+        with torch.inference_mode():
+            for mode in modes:
+                parts = time_sections(nets[mode], lambda n=nets[mode]: n.infer(c, f0, uv, g=sid, noice_scale=0.4))
+                print(f"--- {mode}: CPU s per part of one call")
+                print("  " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -8,6 +8,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 DATA = Path(__file__).parent / "data" / "synth"
@@ -15,6 +16,16 @@ DATA = Path(__file__).parent / "data" / "synth"
 # Every torch function 4.1's synthesizer draws random numbers with (golden README, "Random draws").
 _DRAW_FUNCS = [(torch, "rand"), (torch, "randn"), (torch, "rand_like"), (torch, "randn_like"),
                (torch.Tensor, "uniform_"), (torch.Tensor, "normal_")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Run a test module with one intra-op thread (restored afterwards): these models are small,
+    and on a busy machine spinning OpenMP threads cost several times more than they save."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 def rel_err(a, b) -> float:

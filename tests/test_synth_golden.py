@@ -4,6 +4,7 @@ shared/golden: svc_tiny checkpoints, inference outputs and one training step).""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import torch
 from models import MultiPeriodDiscriminator
 from models.train_step import discriminator_step_loss, generator_forward, generator_step_losses
 from modules.checkpoint import load_checkpoint, torch_load
-from tests.synth_helpers import DATA, build_synth, detrng, golden_hps, max_abs, record_draws, rel_err
+from tests.synth_helpers import (  # noqa: F401 (one_thread is an autouse fixture)
+    DATA, build_synth, detrng, golden_hps, max_abs, one_thread, record_draws, rel_err)
 
 # The original code itself moves by ~1.5e-7 relative between 1 and 2 threads (golden README);
 # with given f0 we reach ~1.4e-7. With predicted f0 the phase of a 131072-sample cumulative sum
@@ -129,15 +131,41 @@ def test_f0_decoder_prediction_matches_golden(net_prepared, inputs, golden):
 @pytest.fixture(scope="module")
 def train_nets(hps):
     """One G and one D for the checkpoint and training-step tests (built once: D is 46.7 M params)."""
-    torch.manual_seed(777)
+    torch.manual_seed(777)  # the golden init seeds (README "Seeds")
     net_g = build_synth(hps)
+    torch.manual_seed(778)
     net_d = MultiPeriodDiscriminator(hps.model.use_spectral_norm)
     dropout_p = {mod: mod.p for mod in [*net_g.modules(), *net_d.modules()] if isinstance(mod, torch.nn.Dropout)}
-    return net_g, net_d, dropout_p
+    # Snapshot of the init values the golden files kept (small tensors and weight_g), for
+    # test_seeded_construction_draws_4_1_initial_weights, whatever the test order.
+    init = {name: {k: v.clone() for k, v in net.state_dict().items() if v.numel() <= 4096 or k.endswith("weight_g")}
+            for name, net in (("G", net_g), ("D", net_d))}
+    return net_g, net_d, dropout_p, init
+
+
+def _same_tensor_name(key: str) -> str:
+    """The shared flow WN is saved under flow.wn and every flows.{f}.enc: one name for all."""
+    return re.sub(r"^flow\.(wn|flows\.\d+\.enc)\.", "flow.SHARED.", key)
+
+
+def test_seeded_construction_draws_4_1_initial_weights(train_nets):
+    """Built after the same torch.manual_seed, every tensor the golden files keep at its seeded
+    init value (weight_g and small tensors that were neither perturbed nor compacted) is bitwise
+    4.1's: the modules are created, and draw their init numbers, in 4.1's order."""
+    init = train_nets[3]
+    info = json.loads((DATA / "model_info.json").read_text())
+    for name in ("G", "D"):
+        ref = torch_load(DATA / f"{name}_0.pth")["model"]
+        changed = {_same_tensor_name(k) for k in [*info[f"perturbed_{name}"], *info[f"compacted_{name}"]["tensors"]]}
+        own = init[name]
+        checked = [k for k in ref if _same_tensor_name(k) not in changed]
+        assert len(checked) == (595 if name == "G" else 86)
+        bad = [k for k in checked if not torch.equal(own[k], ref[k])]
+        assert not bad, bad[:5]
 
 
 def test_state_dict_names_shapes_and_parameter_order_match_4_1(train_nets):
-    net = train_nets[0]  # freshly built with 4.1's init seed, not loaded yet
+    net = train_nets[0]
     ckpt = torch_load(DATA / "G_0.pth")
     own = net.state_dict()
     assert list(own) == list(ckpt["model"])  # 886 keys, same order (old-style weight_g/weight_v)
@@ -156,7 +184,7 @@ def test_state_dict_names_shapes_and_parameter_order_match_4_1(train_nets):
 
 
 def test_strict_loading_of_golden_g_and_d(train_nets):
-    net_g, net_d, _ = train_nets
+    net_g, net_d = train_nets[:2]
     sd_g = torch_load(DATA / "G_0.pth")["model"]
     net_g.load_state_dict(sd_g, strict=True)
     ckpt_d = torch_load(DATA / "D_0.pth")
@@ -173,7 +201,7 @@ def test_strict_loading_of_golden_g_and_d(train_nets):
 
 
 def _train_step(hps, train_nets, mode):
-    net_g, net_d, dropout_p = train_nets
+    net_g, net_d, dropout_p, _ = train_nets
     optim_d = torch.optim.AdamW(net_d.parameters(), hps.train.learning_rate, betas=hps.train.betas,
                                 eps=hps.train.eps)
     load_checkpoint(DATA / "G_0.pth", net_g)

@@ -283,7 +283,7 @@ class Generator(nn.Module):
         length = x.shape[-1]
         chunk = self.mrf_chunk
         if chunk is None:
-            chunk = max(8192, (1 << 20) // x.shape[1]) if _chunking_pays() else 0
+            chunk = max(8192, (1 << 20) // x.shape[1]) if x.device.type == "cpu" and _chunking_pays() else 0
         halo = self._mrf_halo
         if not (self.conv2d and inplace) or chunk <= 0 or length <= chunk + 2 * halo:
             xs = blocks[0](x)
