@@ -6,6 +6,25 @@ import logging
 import os
 import sys
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is at emit time.
+
+    Binding the stream once breaks when stderr is replaced later (test capture, GUIs that
+    redirect it): records would go to a closed stream and print "--- Logging error ---".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _configured = False
 
@@ -23,7 +42,7 @@ def setup_logging(level: int | str | None = None, log_file: str | os.PathLike | 
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
     if not _configured:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
         # Third-party libraries are chatty at INFO (numba, matplotlib, httpx...).
