@@ -14,3 +14,6 @@ bench:            ## run every benchmark script (slow; see docs/benchmarks.md)
 
 clean-venv:
 	rm -rf .venv
+
+demo:             ## end-to-end demo on synthetic singing (CPU, no downloads; writes demo_out/)
+	$(PY) demo.py --out demo_out

@@ -1,0 +1,176 @@
+"""The end-to-end demo (``demo.py --quick``) and its synthetic singing dataset.
+
+The quick demo runs every numbered script as a subprocess (resample → flist/config → hubert_f0
+with fcpe → train 2 steps → k-means → index → inference_main) on 2 × 3 short synthetic clips with
+a tiny random-weight ContentVec; it takes about a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import demo
+from tools import synth_voice
+from tools.demo import MARKER, MODEL_NAME
+
+STAGES = ["dataset", "encoder", "resample", "flist_config", "hubert_f0", "train", "cluster", "index", "infer", "plot"]
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """Run ``demo.py --quick`` once (no real encoder visible) → its output folder."""
+    mp = pytest.MonkeyPatch()
+    base = tmp_path_factory.mktemp("demo")
+    mp.setenv("SVC_PRETRAIN_DIR", str(base / "no_pretrain"))  # a real file in pretrain/ must not change the test
+    out = base / "out"
+    try:
+        assert demo.main(["--quick", "--out", str(out)]) == 0
+        yield out
+    finally:
+        mp.undo()
+        # G_/D_ checkpoints of the tiny config are ~0.9 GB per step saved; do not leave them behind
+        shutil.rmtree(out / "work" / "logs", ignore_errors=True)
+
+
+def test_quick_demo_writes_audio_of_the_right_length(quick_demo):
+    out = quick_demo
+    heldout = out / "work" / "raw" / "heldout.wav"
+    info_in = sf.info(str(heldout))
+    assert info_in.samplerate == synth_voice.RAW_SR
+    config = json.loads((out / "work" / "logs" / MODEL_NAME / "config.json").read_text())
+    model_sr = config["data"]["sampling_rate"]
+    expected = info_in.frames * model_sr / info_in.samplerate
+    for name in ("converted.wav", "input.wav"):
+        y, sr = sf.read(str(out / name), dtype="float32")
+        assert sr == model_sr == 44100
+        assert y.ndim == 1
+        assert abs(len(y) - expected) <= 2, (name, len(y), expected)
+        assert np.isfinite(y).all()
+        assert np.sqrt(np.mean(y ** 2)) > 1e-4, f"{name} is silent"
+    # the converted file is what inference_main.py wrote into results/
+    results = list((out / "work" / "results").glob("heldout.wav_-12key_baritone_sovits_fcpe.wav"))
+    assert len(results) == 1
+    assert results[0].read_bytes() == (out / "converted.wav").read_bytes()
+
+
+def test_quick_demo_writes_plot_and_report(quick_demo):
+    out = quick_demo
+    png = (out / "spectrogram.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == STAGES
+    for s in report["stages"]:
+        assert s["wall_s"] >= 0 and s["cpu_s"] >= 0
+        if s["command"]:
+            assert Path(s["log"]).is_file()
+    train = next(s for s in report["stages"] if s["name"] == "train")
+    assert train["command"][:2] == ["python", "train.py"] and "--max_steps" in train["command"]
+    assert report["encoder"] == {"name": "vec768l12", "random": True, "size": "tiny",
+                                 "path": report["encoder"]["path"]}
+    assert "not voice quality" in report["note"]
+    assert report["dataset"]["speakers"] == ["alto", "baritone"] and report["dataset"]["clips"] == 6
+    assert report["conversion"]["output_samples"] == report["conversion"]["input_samples"]
+    assert report["total"]["wall_s"] > 0
+    md = (out / "report.md").read_text()
+    assert "not voice quality" in md and "| train |" in md and "python inference_main.py" in md
+    # the optional stages left their models where inference_main.py looks for them
+    model_dir = out / "work" / "logs" / MODEL_NAME
+    assert (model_dir / "G_2.pth").is_file()
+    assert (model_dir / "kmeans_8.pt").is_file() and (model_dir / "feature_and_index.pkl").is_file()
+    # the project's own folders were not used
+    assert Path(report["outputs"]["work"]) == out.resolve() / "work"
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    from modules.cli import run_main
+
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert run_main(demo.main, ["--quick", "--out", str(tmp_path)]) == 2
+    assert "not made by the demo" in capsys.readouterr().err
+    assert (tmp_path / "mine.txt").read_text() == "keep me" and not (tmp_path / MARKER).exists()
+
+
+def test_demo_flags_are_checked(tmp_path, capsys):
+    from modules.cli import run_main
+
+    assert run_main(demo.main, ["--quick", "--steps", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# --- the synthetic singers ------------------------------------------------------------------------
+def _median_f0(y: np.ndarray, sr: int) -> float:
+    import pyworld
+
+    x = y.astype(np.float64)
+    f0, t = pyworld.dio(x, sr, f0_floor=60.0, f0_ceil=900.0, frame_period=10.0)
+    f0 = pyworld.stonemask(x, f0, t, sr)
+    return float(np.median(f0[f0 > 0]))
+
+
+def _centroid(y: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / sr)
+    return float((spec * freqs).sum() / spec.sum())
+
+
+def test_singers_differ_in_pitch_and_timbre():
+    sr = synth_voice.RAW_SR
+    alto, bari = (synth_voice.make_clip(v, 3.0, seed=5) for v in synth_voice.VOICES)
+    f_alto, f_bari = _median_f0(alto, sr), _median_f0(bari, sr)
+    assert 196 * 0.9 <= f_alto <= 523 * 1.1 and 98 * 0.9 <= f_bari <= 262 * 1.1
+    assert f_alto > 1.4 * f_bari
+    assert _centroid(alto, sr) > 1.2 * _centroid(bari, sr)
+    assert synth_voice.transpose_semitones(synth_voice.VOICES[0], synth_voice.VOICES[1]) == -12
+
+
+def test_clips_are_deterministic_sung_phrases():
+    voice = synth_voice.get_voice("alto")
+    a, b = synth_voice.make_clip(voice, 4.0, seed=3), synth_voice.make_clip(voice, 4.0, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, synth_voice.make_clip(voice, 4.0, seed=4))
+    assert a.dtype == np.float32 and abs(np.max(np.abs(a)) - synth_voice.PEAK) < 1e-3
+    # phrases separated by breaths: some 50 ms windows are much quieter than the sung ones
+    win = synth_voice.RAW_SR // 20
+    rms = np.sqrt(np.mean(a[: len(a) // win * win].reshape(-1, win) ** 2, axis=1))
+    assert rms.min() < 0.05 * rms.max()
+    # vibrato and glides: the pitch moves within notes, not only between them
+    ctrl = synth_voice.make_controls(voice, 4.0, np.random.default_rng(3))
+    voiced = ctrl.loudness > 0.5
+    both = voiced[1:] & voiced[:-1]                      # frame pairs inside a phrase
+    steps = np.abs(np.diff(1200 * np.log2(ctrl.f0)))[both]
+    assert (steps > 0).mean() > 0.9   # continuously moving pitch, no flat synthetic notes
+    assert steps.max() < 200          # glides, not jumps (5 ms frames)
+
+
+def test_write_dataset_layout(tmp_path):
+    clips = synth_voice.write_dataset(tmp_path, clips_per_speaker=2, clip_seconds=1.0, seed=1)
+    assert sorted(clips) == ["alto", "baritone"]
+    for name, paths in clips.items():
+        assert [p.name for p in paths] == [f"{name}_00.wav", f"{name}_01.wav"]
+        for p in paths:
+            info = sf.info(str(p))
+            assert info.samplerate == synth_voice.RAW_SR and info.subtype == "PCM_16" and info.channels == 1
+            assert 0.7 <= info.duration <= 1.3
+    with pytest.raises(ValueError):
+        synth_voice.write_dataset(tmp_path, clips_per_speaker=0, clip_seconds=1.0)
+
+
+def test_full_and_quick_forms(tmp_path):
+    from dataclasses import asdict
+
+    from tools.demo import DemoSettings
+
+    full = DemoSettings.full_form(tmp_path, steps=7)
+    assert full.steps == 7 and not full.quick and full.extra_conversions and full.encoder_size == "full"
+    assert full.threads is None and full.clips_per_speaker * full.clip_seconds >= 60
+    json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(full).items()})
+    quick = DemoSettings.quick_form(tmp_path, skip_cluster=True)
+    assert quick.quick and not quick.extra_conversions and quick.skip_cluster and quick.encoder_size == "tiny"
+    assert not DemoSettings.full_form(tmp_path, skip_cluster=True).extra_conversions

@@ -1,0 +1,1 @@
+"""Helpers behind the top-level tool scripts (``demo.py``): no work at import."""
