@@ -76,6 +76,7 @@ def test_quick_demo_writes_plot_and_report(quick_demo):
     assert "not voice quality" in report["note"]
     assert report["dataset"]["speakers"] == ["alto", "baritone"] and report["dataset"]["clips"] == 6
     assert report["conversion"]["output_samples"] == report["conversion"]["input_samples"]
+    assert report["config_edits"]["model.ssl_dim"] == 32  # the tiny random ContentVec's width
     assert report["total"]["wall_s"] > 0
     md = (out / "report.md").read_text()
     assert "not voice quality" in md and "| train |" in md and "python inference_main.py" in md
@@ -85,6 +86,31 @@ def test_quick_demo_writes_plot_and_report(quick_demo):
     assert (model_dir / "kmeans_8.pt").is_file() and (model_dir / "feature_and_index.pkl").is_file()
     # the project's own folders were not used
     assert Path(report["outputs"]["work"]) == out.resolve() / "work"
+
+
+def test_real_encoder_is_used_when_present(tmp_path, monkeypatch):
+    from tools.demo import DemoSettings, prepare_encoder
+
+    real = tmp_path / "mine" / "checkpoint_best_legacy_500.pt"
+    real.parent.mkdir()
+    real.write_bytes(b"stand-in for the real file")
+    monkeypatch.setenv("SVC_PRETRAIN_DIR", str(real.parent))
+    settings = DemoSettings.quick_form(tmp_path / "out")
+    assert prepare_encoder(settings) == (real.parent, False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_random_encoder_is_written_once(tmp_path, monkeypatch):
+    from tools.demo import DemoSettings, prepare_encoder
+
+    monkeypatch.setenv("SVC_PRETRAIN_DIR", str(tmp_path / "empty"))
+    settings = DemoSettings.quick_form(tmp_path / "out")
+    folder, random_encoder = prepare_encoder(settings)
+    path = folder / "checkpoint_best_legacy_500.pt"
+    assert random_encoder and folder == (tmp_path / "out" / "pretrain").resolve() and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    assert prepare_encoder(settings) == (folder, True)
+    assert path.stat().st_mtime_ns == stamp  # reused, not rewritten
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
