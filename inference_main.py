@@ -83,11 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import os
+    from inference.memory import bound_native_memory
 
-    # Every slice has another length; oneDNN would cache conv primitives (with reordered weight
-    # copies) per length, so memory would grow with the number of slices. Set before torch loads.
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    bound_native_memory()  # before torch runs anything (see inference/memory.py)
 
     from modules.errors import SvcError
 

@@ -157,17 +157,18 @@ def make_legacy(svc, f0p: str):
 
 
 def child(args) -> None:
-    if args.pipeline == "ours":
-        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")  # as inference_main.py sets it
     import numpy as np  # noqa: F401
     import torch
 
     torch.set_num_threads(2)
     files = json.loads(args.files)
     os.environ["SVC_PRETRAIN_DIR"] = files["pretrain"]
+    import inference.memory
     from inference.infer_tool import Svc
     from modules.audio import save_audio
 
+    if args.pipeline == "41":
+        inference.memory._done = True  # 4.1 had no memory bounds: leave glibc and oneDNN at their defaults
     t0 = time.perf_counter()
     svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None)
     svc.f0_predictor(args.f0, 0.05)

@@ -37,6 +37,7 @@ from modules.volume import VolumeExtractor
 
 from inference import components
 from inference.loudness import change_rms
+from inference.memory import bound_native_memory
 from inference.slicer import Chunk, slice_audio
 from inference.spk_mix import check_spk_mix_map, mix_weights
 
@@ -172,6 +173,7 @@ class Svc:
                  half: bool = False,
                  encoder_path: str | os.PathLike | None = None,
                  enhancer_path: str | os.PathLike | None = None) -> None:
+        bound_native_memory()
         self.net_g_path = str(net_g_path) if net_g_path is not None else None
         self.only_diffusion = bool(only_diffusion)
         self.shallow_diffusion = bool(shallow_diffusion) and not self.only_diffusion
