@@ -161,4 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from inference.memory import exec_with_huge_pages
+
+    exec_with_huge_pages()  # once, before any work: faster bounded memory (see inference/memory.py)
     sys.exit(run_main(main))

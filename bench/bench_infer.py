@@ -16,7 +16,13 @@ Two pipelines convert the same song with the same models:
 
 Each case runs in a fresh subprocess so its peak RSS is its own.
 
+``--isa avx2`` runs the children as on a desktop CPU without AVX-512: oneDNN and ATen are capped
+at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``). That matters for 4.1's
+float16 RMVPE: CPUs with AVX512-FP16 (Sapphire Rapids Xeons) run float16 convolutions at about
+float32 speed, every other CPU falls back to slow reference kernels.
+
     .venv/bin/python bench/bench_infer.py [--seconds 60 300] [--f0 rmvpe fcpe] [--pipelines ours 41]
+        [--isa native|avx2] [--tiled]
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ def prepare(work: Path) -> dict:
     """Write (once) the random-weight models and the test songs into ``work``."""
     import json as _json
 
-    import numpy as np  # noqa: F401
+    import numpy as np
     import soundfile as sf
     import torch
 
@@ -103,6 +109,13 @@ def prepare(work: Path) -> dict:
         if not p.is_file():
             sf.write(p, song(s, seed=s), SR, subtype="PCM_16")
         songs[s] = str(p)
+    # The 60 s song five times: the same slices as the 60 s run, so any growth of the peak is
+    # due to the song's length alone (the random 300 s song has a longer longest slice).
+    tiled = work / "song_300s_tiled.wav"
+    if not tiled.is_file():
+        one, _ = sf.read(songs[60], dtype="int16")
+        sf.write(tiled, np.tile(one, 5), SR, subtype="PCM_16")
+    songs["300tiled"] = str(tiled)
     return {"pretrain": str(pretrain), "config": str(cfg_path), "g": str(g_path), "songs": songs}
 
 
@@ -157,6 +170,10 @@ def make_legacy(svc, f0p: str):
 
 
 def child(args) -> None:
+    if args.pipeline == "ours":
+        from inference.memory import exec_with_huge_pages
+
+        exec_with_huge_pages()  # as inference_main.py does
     import numpy as np  # noqa: F401
     import torch
 
@@ -176,19 +193,38 @@ def child(args) -> None:
         make_legacy(svc, args.f0)
     load_s = time.perf_counter() - t0
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    path = files["songs"][str(args.seconds)]
+    from peak_rss import peak_rss_mb, reset_peak
+
+    reset_peak()
+    tiled = args.tiled and args.seconds == 300
+    path = files["songs"][str(args.seconds) + ("tiled" if tiled else "")]
     c0, t1 = time.process_time(), time.perf_counter()
-    if args.pipeline == "ours":
+    if args.pipeline != "41":
         out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False)
     else:
         out = legacy_slice_inference(svc, path, "a", args.f0)
     wall, cpu = time.perf_counter() - t1, time.process_time() - c0
     save_audio(Path(args.out), out, svc.target_sample)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"pipeline": args.pipeline, "f0": args.f0, "seconds": args.seconds, "load_s": round(load_s, 1),
+    conv_peak = peak_rss_mb()
+    print(json.dumps({"pipeline": args.pipeline, "f0": args.f0, "seconds": args.seconds, "tiled": tiled, "load_s": round(load_s, 1),
                       "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "rtf": round(wall / args.seconds, 3),
                       "rss_after_load_mb": round(rss_loaded), "peak_rss_mb": round(peak),
+                      "conversion_peak_rss_mb": None if conv_peak is None else round(conv_peak),
                       "out_len": len(out)}), flush=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or the platform's processor string."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -196,6 +232,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, nargs="+", default=[60, 300], choices=[60, 300])
     ap.add_argument("--f0", nargs="+", default=["rmvpe", "fcpe"])
     ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "41"])
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: cap oneDNN/ATen at AVX2, as on a desktop CPU (see the module docstring)")
+    ap.add_argument("--tiled", action="store_true",
+                    help="for 300 s use the 60 s song five times (same slices; isolates growth with length)")
     ap.add_argument("--work", default=os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_infer"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pipeline", help=argparse.SUPPRESS)
@@ -208,23 +248,29 @@ def main() -> None:
         return
     work = Path(args.work)
     files = prepare(work)
-    print(f"# {os.cpu_count()} CPUs visible, torch threads 2; work dir {work}", flush=True)
+    env = dict(os.environ)
+    if args.isa == "avx2":
+        env.update(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    print(f"# {cpu_model()}, {os.cpu_count()} CPUs visible, torch threads 2, ISA {args.isa}; work dir {work}",
+          flush=True)
     results = []
     for seconds in args.seconds:
         for f0 in args.f0:
             for pipeline in args.pipelines:
                 cmd = [sys.executable, __file__, "--child", "--pipeline", pipeline, "--f0", f0, "--seconds",
-                       str(seconds), "--files", json.dumps(files), "--out", str(work / f"out_{pipeline}_{f0}_{seconds}.wav")]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                       str(seconds), "--files", json.dumps(files), *(["--tiled"] if args.tiled else []), "--out",
+                       str(work / f"out_{pipeline}_{f0}_{seconds}{'_tiled' if args.tiled else ''}.wav")]
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
                 line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
                 if proc.returncode or not line:
                     print(f"{pipeline} {f0} {seconds}s failed:\n{proc.stderr[-3000:]}", flush=True)
                     continue
                 r = json.loads(line[-1])
                 results.append(r)
-                print(f"{pipeline:>4} {f0:>5} {seconds:>3}s: wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  "
+                song_name = f"{seconds}s" + (" tiled" if r["tiled"] else "")
+                print(f"{pipeline:>4} {f0:>5} {song_name} {args.isa}: wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  "
                       f"RTF {r['rtf']:.3f}  load {r['load_s']:5.1f} s  peak RSS {r['peak_rss_mb']} MB "
-                      f"(after load {r['rss_after_load_mb']} MB)", flush=True)
+                      f"(loading {r['rss_after_load_mb']} MB, converting {r['conversion_peak_rss_mb']} MB)", flush=True)
     by = {(r["pipeline"], r["f0"], r["seconds"]): r for r in results}
     for (p, f0, s), r in by.items():
         if p == "ours" and ("41", f0, s) in by:

@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models import SynthesizerTrn  # noqa: E402
+from peak_rss import peak_rss_mb, reset_peak  # noqa: E402
 from modules.hparams import get_hparams_from_file  # noqa: E402
 
 
@@ -58,27 +59,6 @@ def make_inputs(hps, seconds: float, device: str):
     uv = torch.ones(1, frames)
     sid = torch.LongTensor([[0]])
     return [x.to(device) for x in (c, f0, uv, sid)], frames * hop / sr
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_sections(net, run) -> dict[str, float]:
@@ -180,12 +160,12 @@ def main(argv=None) -> int:
                 if args.device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 else:
-                    _reset_peak_rss()
+                    reset_peak()
                 w, t = call(nets[mode])
                 wall[mode].append(w)
                 cpu[mode].append(t)
                 peak[mode] = max(peak[mode], torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
-                                 else _peak_rss_mib())
+                                 else peak_rss_mb())
     for mode in modes:
         med = statistics.median(wall[mode])
         print(f"{mode:9s} wall median {med:.3f} s (runs {', '.join(f'{x:.2f}' for x in wall[mode])})  "

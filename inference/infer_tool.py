@@ -37,7 +37,7 @@ from modules.volume import VolumeExtractor
 
 from inference import components
 from inference.loudness import change_rms
-from inference.memory import bound_native_memory
+from inference.memory import bound_native_memory, release_free_memory
 from inference.slicer import Chunk, slice_audio
 from inference.spk_mix import check_spk_mix_map, mix_weights
 
@@ -684,6 +684,8 @@ class Svc:
                         use_tqdm=False, seed=seed)
                 frame += n_frames
                 a = audio.float().cpu().numpy()
+                del audio
+                release_free_memory()
                 a = pad_array(a[left: max(left, a.shape[0] - right)], n)[:n]
                 if lg_size and p.k:
                     #  accumulated output  ...──────────┬──── lg_r + lg_c_r ────┤pos

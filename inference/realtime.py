@@ -349,6 +349,7 @@ class _SinePhase:
     """
 
     def __init__(self, sine_gen, upp: int) -> None:
+        self.sine_gen = sine_gen
         self.dim = int(sine_gen.dim)
         self.sr = float(sine_gen.sampling_rate)
         self.upp = int(upp)
@@ -363,6 +364,15 @@ class _SinePhase:
         self.phase = self.initial.copy()
         self.f0: np.ndarray = np.zeros(0, np.float32)
         self.offset = torch.zeros(self.dim)
+
+    @property
+    def offset(self) -> torch.Tensor:
+        """Initial phases (cycles / upp, ``[dim]``) the sine generator uses instead of its random draw."""
+        return self.sine_gen.phase_offset
+
+    @offset.setter
+    def offset(self, value: torch.Tensor) -> None:
+        self.sine_gen.phase_offset = value
 
     def increments(self, f0: np.ndarray) -> np.ndarray:
         """Phase advance (cycles, float64 ``[dim]``) over frames with ``f0`` (Hz), as the model computes r."""
@@ -444,17 +454,9 @@ class RealtimeEngine(BlockProcessor):
         self.upp = int(getattr(self.dec, "upp", hop))
         sine_gen = getattr(getattr(self.dec, "m_source", None), "l_sin_gen", None)
         self._phase = None
-        if hasattr(self.dec, "OnnxExport") and sine_gen is not None and hasattr(sine_gen, "_initial_phase"):
+        if hasattr(self.dec, "OnnxExport") and sine_gen is not None and hasattr(sine_gen, "phase_offset"):
             self.dec.OnnxExport()
             self._phase = _SinePhase(sine_gen, self.upp)
-            phase = self._phase
-
-            def initial_phase(rad_values: torch.Tensor) -> torch.Tensor:
-                # Replaces the random initial phase (instance attribute; undone by close()).
-                rad_values[:, 0, :] = rad_values[:, 0, :] + phase.offset.to(rad_values)
-                return rad_values
-
-            sine_gen._initial_phase = initial_phase
             self._sine_gen = sine_gen
         else:
             log.warning("this decoder has no frame-rate sine path; block joins rely on SOLA alone")
@@ -495,7 +497,7 @@ class RealtimeEngine(BlockProcessor):
     def close(self) -> None:
         """Give the Svc's decoder its offline behaviour back (sample-rate sine path)."""
         if self._phase is not None:
-            self._sine_gen.__dict__.pop("_initial_phase", None)
+            self._sine_gen.phase_offset = None
             self._sine_gen.onnx = False
             self.dec.onnx = False
             self._phase = None
@@ -598,8 +600,8 @@ class RealtimeEngine(BlockProcessor):
         uv = torch.from_numpy(self.uv[s0:]).to(dev)[None]
         vol_t = vol[s0:][None].to(dtype)                                         # [1, T']
         x_mask = torch.ones(1, 1, c.shape[-1], device=dev, dtype=dtype)
-        g = net._speaker(torch.LongTensor([[self.sid]]).to(dev)).to(dtype)
-        x = net._content(c, uv.to(dtype), x_mask, vol_t if svc.vol_embedding else None)
+        g = net.embed_speaker(torch.LongTensor([[self.sid]]).to(dev)).to(dtype)
+        x = net.embed_content(c, uv.to(dtype), x_mask, vol_t if svc.vol_embedding else None)
         if s.auto_f0 and net.use_automatic_f0_prediction:
             lf0 = f0_to_lf0(f0[:, None])
             norm_lf0 = normalize_f0(lf0, x_mask, uv, random_scale=False)

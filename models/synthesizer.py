@@ -284,10 +284,14 @@ class SynthesizerTrn(nn.Module):
         self.emb_uv = nn.Embedding(2, hidden_channels)
         self.character_mix = False
 
-    # ------------------------------------------------------------------ helpers
-    def _content(self, c: torch.Tensor, uv: torch.Tensor, x_mask: torch.Tensor,
+    # ------------------------------------------------------------------ stages
+    def embed_content(self, c: torch.Tensor, uv: torch.Tensor, x_mask: torch.Tensor,
                  vol: torch.Tensor | None) -> torch.Tensor:
-        """``pre(c)·mask + emb_uv(uv) (+ emb_vol(vol))`` → ``[B, H, T]`` (uv/vol added after masking, as 4.1)."""
+        """Frame features entering the prior encoder: ``pre(c)·mask + emb_uv(uv) (+ emb_vol(vol))``.
+
+        ``c [B, ssl_dim, T]``, ``uv [B, T]``, ``x_mask [B, 1, T]``, ``vol [B, T]`` or None →
+        ``[B, H, T]`` (uv/vol are added after masking, as 4.1). Public for streaming and export
+        code that runs the synthesizer's stages separately."""
         x = self.pre(c) * x_mask + self.emb_uv(uv.long()).transpose(1, 2)
         if vol is not None and self.vol_embedding:
             x = x + self.emb_vol(vol[:, :, None]).transpose(1, 2)
@@ -300,7 +304,9 @@ class SynthesizerTrn(nn.Module):
             self.speaker_map = self.emb_g(ids).detach()[None, :, None, None, :]  # [1, S, 1, 1, gin]
         self.character_mix = True
 
-    def _speaker(self, g: torch.Tensor) -> torch.Tensor:
+    def embed_speaker(self, g: torch.Tensor) -> torch.Tensor:
+        """Speaker ids ``[B, 1]`` (or ``[B]``) → ``emb_g`` ``[B, gin, 1]``; after
+        :meth:`EnableCharacterMix`, per-frame weights ``[T, n_speakers]`` → ``[1, gin, T]``."""
         if self.character_mix and len(g) > 1:
             # g: [T, S] mixing weights → [1, gin, T]
             mixed = torch.sum(g.reshape(g.shape[0], g.shape[1], 1, 1, 1) * self.speaker_map, dim=1)  # [T, 1, 1, gin]
@@ -328,7 +334,7 @@ class SynthesizerTrn(nn.Module):
         """
         g = self.emb_g(g).transpose(1, 2)
         x_mask = torch.unsqueeze(sequence_mask(c_lengths, c.size(2)), 1).to(c.dtype)
-        x = self._content(c, uv, x_mask, vol)
+        x = self.embed_content(c, uv, x_mask, vol)
         if self.use_automatic_f0_prediction:
             lf0 = f0_to_lf0(f0.unsqueeze(1))
             norm_lf0 = normalize_f0(lf0, x_mask, uv)
@@ -367,9 +373,9 @@ class SynthesizerTrn(nn.Module):
         if vol is not None:
             vol = vol.to(dtype)
         c_lengths = (torch.ones(c.size(0)) * c.size(-1)).to(c.device)
-        g = self._speaker(g).to(dtype)
+        g = self.embed_speaker(g).to(dtype)
         x_mask = torch.unsqueeze(sequence_mask(c_lengths, c.size(2)), 1).to(c.dtype)
-        x = self._content(c, uv, x_mask, vol)
+        x = self.embed_content(c, uv, x_mask, vol)
         if self.use_automatic_f0_prediction and predict_f0:
             lf0 = f0_to_lf0(f0.unsqueeze(1))
             norm_lf0 = normalize_f0(lf0, x_mask, uv, random_scale=False)

@@ -194,7 +194,7 @@ class SovitsOnnx(nn.Module):
         content = torch.gather(units, 1, index).transpose(1, 2)  # [1, ssl_dim, T]
         g = self.speaker(sid)
         x_mask = torch.ones_like(f0).unsqueeze(1)  # [1, 1, T]
-        # As SynthesizerTrn._content: uv and volume terms are added after masking.
+        # As SynthesizerTrn.embed_content: uv and volume terms are added after masking.
         x = self.pre(content) * x_mask + self.emb_uv(uv.long()).transpose(1, 2)
         if self.vol_embedding and vol is not None:
             x = x + self.emb_vol(vol[:, :, None]).transpose(1, 2)

@@ -85,7 +85,7 @@ def _settings(**kw) -> RealtimeSettings:
 
 def _offline_like(conv, svc, y: np.ndarray, f0p: str = "pm") -> np.ndarray:
     """Offline conversion of the whole array on the decoder's frame-rate sine path, with the
-    sine phases the realtime engine ``conv`` gives frame 0 (its hook is still installed)."""
+    sine phases the realtime engine ``conv`` gives frame 0 (the decoder is still on its path)."""
     phase = conv.engine._phase
     phase.offset = torch.from_numpy(phase.initial / phase.upp).float()
     return svc.infer("alto", 0, y, f0_predictor=f0p, noice_scale=0.0)[0].numpy()
@@ -272,7 +272,7 @@ def test_decoder_window_equals_full_decode(svc):
         T, d0 = 90, 40
         z = torch.randn(1, eng.inter, T, generator=gen)
         f0 = 120 + 200 * torch.rand(1, T, generator=gen)
-        g = net._speaker(torch.LongTensor([[0]]))
+        g = net.embed_speaker(torch.LongTensor([[0]]))
         phase = eng._phase
         with torch.inference_mode():
             phase.reset()
@@ -288,7 +288,7 @@ def test_decoder_window_equals_full_decode(svc):
             assert (wrong[m:] - full[d0 * HOP + m:]).abs().max() > 1e-2 * full.abs().max()
     finally:
         eng.close()
-    assert not net.dec.onnx and "_initial_phase" not in net.dec.m_source.l_sin_gen.__dict__
+    assert not net.dec.onnx and net.dec.m_source.l_sin_gen.phase_offset is None
 
 
 def test_silence_is_gated_and_not_synthesised(svc):

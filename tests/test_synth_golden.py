@@ -121,7 +121,7 @@ def test_f0_decoder_prediction_matches_golden(net_prepared, inputs, golden):
     with torch.no_grad():
         g = net.emb_g(inputs["sid"]).transpose(1, 2)
         x_mask = sequence_mask(torch.tensor([f0.shape[1]]), f0.shape[1])[:, None].float()
-        x = net._content(inputs["c"], uv, x_mask, None)
+        x = net.embed_content(inputs["c"], uv, x_mask, None)
         norm_lf0 = normalize_f0(f0_to_lf0(f0[:, None]), x_mask, uv, random_scale=False)
         pred_lf0 = net.f0_decoder(x, norm_lf0, x_mask, spk_emb=g)
     assert rel_err(pred_lf0, golden["predf0_detrng_pred_lf0"]) < 2e-6

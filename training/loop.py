@@ -421,7 +421,7 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor | None]) -> Step
     batch = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     scaler = state.scaler
     # cached(): every weight-normed weight is computed once per pass instead of once per call
-    # (the discriminators run on y and ŷ separately; the shared flow WaveNet runs 4 times).
+    # (the shared flow WaveNet runs 4 times; with spectral norm the discriminators run twice).
     with state.precision.autocast(), parametrize.cached():
         out = generator_forward(state.net_g, batch, state.hps)
         loss_disc, _, _ = discriminator_step_loss(state.net_d, out)

@@ -115,3 +115,18 @@ class SpeechEncoder:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} dim={self.dim} device={self.device} dtype={self.dtype} path={self.path}>"
+
+
+class ModuleEncoder(SpeechEncoder):
+    """A torch module ``[1, N16] -> [1, C, N]`` that needs at least ``min_len`` samples (one
+    receptive field): shorter input is zero-padded at the end. HuBERT/ContentVec, DPHuBERT and
+    WavLM all wrap their network in this."""
+
+    def __init__(self, *, min_len: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.min_len = int(min_len)
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.numel() < self.min_len:
+            wav = torch.nn.functional.pad(wav, (0, self.min_len - wav.numel()))
+        return self.model(wav[None])

@@ -30,7 +30,7 @@ from torch import nn
 from modules.checkpoint import atomic_torch_save
 from modules.errors import CheckpointError
 
-from .base import SpeechEncoder
+from .base import ModuleEncoder, SpeechEncoder
 from .build import assign_weights, empty
 from .files import min_samples, load_encoder_file, require_tensors, wrong_kind
 from .random_weights import fill_random, weight_norm_g
@@ -223,15 +223,7 @@ _REQUIRED = ("extractor_mode", "extractor_conv_layer_config", "extractor_conv_bi
              "encoder_layer_norm_first")
 
 
-class DPHubertEncoder(SpeechEncoder):
-    def __init__(self, *, min_len: int, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.min_len = min_len
-
-    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
-        if wav.numel() < self.min_len:
-            wav = nn.functional.pad(wav, (0, self.min_len - wav.numel()))
-        return self.model(wav[None])
+DPHubertEncoder = ModuleEncoder  # the 4.1-era name of this family's encoder class
 
 
 def load_dphubert(spec: Any, path: Path, device: torch.device, dtype: torch.dtype) -> SpeechEncoder:

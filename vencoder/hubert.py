@@ -30,7 +30,7 @@ from torch import nn
 
 from modules.errors import CheckpointError
 
-from .base import SpeechEncoder
+from .base import ModuleEncoder, SpeechEncoder
 from .build import assign_weights, empty
 from .files import (NamespaceStandIn, OmegaConfStandIn, fairseq_dictionary,
                     load_encoder_file, min_samples, parse_conv_layers, plain, require_tensors,
@@ -97,17 +97,7 @@ class HubertUnits(nn.Module):
         return x.transpose(1, 2)
 
 
-class HubertEncoder(SpeechEncoder):
-    """Any HuBERT-style encoder: pads too-short input to one receptive field, runs the model."""
-
-    def __init__(self, *, min_len: int, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.min_len = min_len
-
-    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
-        if wav.numel() < self.min_len:
-            wav = nn.functional.pad(wav, (0, self.min_len - wav.numel()))
-        return self.model(wav[None])
+HubertEncoder = ModuleEncoder  # the 4.1-era name of this family's encoder class
 
 
 # --- fairseq checkpoints -----------------------------------------------------------------------

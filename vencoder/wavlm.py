@@ -18,7 +18,7 @@ from torch import nn
 from modules.checkpoint import atomic_torch_save
 from modules.errors import CheckpointError
 
-from .base import SpeechEncoder
+from .base import ModuleEncoder, SpeechEncoder
 from .build import assign_weights, empty
 from .files import load_encoder_file, min_samples, parse_conv_layers, plain, require_tensors, wrong_kind
 from .hubert import _ACTIVATIONS, _fairseq_to_hf, _pos_conv_keys
@@ -53,15 +53,7 @@ class WavLMUnits(nn.Module):
         return self.wavlm(wav).last_hidden_state.transpose(1, 2)
 
 
-class WavLMEncoder(SpeechEncoder):
-    def __init__(self, *, min_len: int, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.min_len = min_len
-
-    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
-        if wav.numel() < self.min_len:
-            wav = nn.functional.pad(wav, (0, self.min_len - wav.numel()))
-        return self.model(wav[None])
+WavLMEncoder = ModuleEncoder  # the 4.1-era name of this family's encoder class
 
 
 def load_wavlm(spec: Any, path: Path, device: torch.device, dtype: torch.dtype) -> SpeechEncoder:

@@ -61,7 +61,15 @@ class SineGen(nn.Module):
     def _f02uv(self, f0: torch.Tensor) -> torch.Tensor:
         return (f0 > self.voiced_threshold).type(torch.float32)
 
+    #: Initial phases in cycles, ``[dim]``, used instead of the random draw (which is then
+    #: skipped); ``None`` (default) draws them as 4.1 does. Streaming code sets it to carry the
+    #: sine phase across blocks.
+    phase_offset: torch.Tensor | None = None
+
     def _initial_phase(self, rad_values: torch.Tensor) -> torch.Tensor:
+        if self.phase_offset is not None:
+            rad_values[:, 0, :] = rad_values[:, 0, :] + self.phase_offset.to(rad_values)
+            return rad_values
         rand_ini = torch.rand(rad_values.shape[0], rad_values.shape[2], device=rad_values.device)
         rand_ini[:, 0] = 0
         rad_values[:, 0, :] = rad_values[:, 0, :] + rand_ini

@@ -1,0 +1,107 @@
+"""inference.memory: the native-memory bounds used by the converter."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc heap tuning is Linux-only")
+
+# Fragment the heap: 1500 blocks of 96 KiB (below glibc's mmap threshold, so they come from the
+# heap), each followed by a small block that stays allocated, so freeing the big ones leaves holes
+# that the automatic top trimming cannot return. Prints resident MB after freeing, and after
+# release_free_memory().
+SCRIPT = textwrap.dedent("""
+    import ctypes, ctypes.util, sys
+    sys.path.insert(0, {root!r})
+    from inference import memory
+    if {bound}:
+        memory.bound_native_memory()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    def rss():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    big, small = [], []
+    for _ in range(1500):
+        p = libc.malloc(96 << 10)
+        ctypes.memset(p, 1, 96 << 10)
+        big.append(p)
+        small.append(libc.malloc(64))
+    for p in big:
+        libc.free(p)
+    before = rss()
+    memory.release_free_memory()
+    print(before, rss())
+""")
+
+
+def _run(bound: bool) -> tuple[float, float]:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT), bound=bound)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    before, after = map(float, proc.stdout.split())
+    return before, after
+
+
+def test_release_returns_freed_heap_pages():
+    before, after = _run(bound=True)
+    assert before - after > 100, f"RSS {before:.0f} MB → {after:.0f} MB: ~140 MB of freed blocks not returned"
+
+
+def test_release_is_a_no_op_unless_bounds_were_asked_for():
+    before, after = _run(bound=False)
+    assert abs(before - after) < 20
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "SVC_NO_REEXEC",
+                                                               "ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); " + code],
+                          capture_output=True, text=True, timeout=60, env=full)
+
+
+def test_bound_native_memory_caps_the_onednn_cache_and_keeps_a_user_value():
+    code = ("import os; from inference import memory; memory.bound_native_memory(); "
+            "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+    out = _python(code, ONEDNN_PRIMITIVE_CACHE_CAPACITY="16")
+    assert out.stdout.strip() == "16"
+
+
+# Prints the tunables seen by the process after the (possible) re-exec, and the argument list.
+REEXEC = ("import os; from inference import memory; print('start', flush=True); memory.exec_with_huge_pages(); "
+          "print(os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
+
+
+def test_exec_with_huge_pages_reexecutes_once_with_the_tunable():
+    from inference.memory import huge_pages_on_request
+
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); " + REEXEC,
+                          "x", "--flag"], capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in __import__("os").environ.items()
+                              if k not in ("GLIBC_TUNABLES", "SVC_NO_REEXEC")})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    if huge_pages_on_request():
+        assert lines == ["start", "start", "glibc.malloc.hugetlb=1 ['x', '--flag']"]
+    else:  # the kernel would not use it: no re-exec
+        assert lines == ["start", "None ['x', '--flag']"]
+
+
+def test_exec_with_huge_pages_keeps_other_tunables_and_can_be_disabled():
+    out = _python(REEXEC, GLIBC_TUNABLES="glibc.malloc.hugetlb=0")
+    assert out.stdout.splitlines() == ["start", "glibc.malloc.hugetlb=0 []"]  # already chosen: kept
+    out = _python(REEXEC, SVC_NO_REEXEC="1")
+    assert out.stdout.splitlines() == ["start", "None []"]
