@@ -66,6 +66,7 @@ def make_state(hps, device: torch.device, precision: loop.Precision, mode: str) 
     if mode == "ours":
         optim_g, optim_d = loop.build_optimizer(net_g, hps.train), loop.build_optimizer(net_d, hps.train)
     else:  # 4.1: torch.optim.AdamW(params, lr, betas, eps) with PyTorch's CPU default (for-loop)
+        net_d.joint_pass = False  # 4.1 ran every discriminator on y and on ŷ separately
         optim_g, optim_d = (torch.optim.AdamW(n.parameters(), hps.train.learning_rate, betas=hps.train.betas,
                                               eps=hps.train.eps, foreach=False) for n in (net_g, net_d))
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)

@@ -29,6 +29,11 @@ class DiscriminatorP(nn.Module):
         super().__init__()
         self.period = period
         self.use_spectral_norm = use_spectral_norm
+        # One pass over the batch [y; ŷ] instead of two (4.1): each item is convolved on its own,
+        # so the outputs are the same up to float rounding, with fewer, larger kernel calls.
+        # Spectral norm advances its power iteration once per call, so with it (or with this set
+        # to False) the two calls of 4.1 are kept.
+        self.joint_pass = not use_spectral_norm
         norm_f = _norm(use_spectral_norm)
         pad = (get_padding(kernel_size, 1), 0)
         chans = [1, 32, 128, 512, 1024]
@@ -88,17 +93,18 @@ class MultiPeriodDiscriminator(nn.Module):
         super().__init__()
         periods = [2, 3, 5, 7, 11]
         self.use_spectral_norm = use_spectral_norm
+        # One pass over the batch [y; ŷ] instead of two (4.1): each item is convolved on its own,
+        # so the outputs are the same up to float rounding, with fewer, larger kernel calls.
+        # Spectral norm advances its power iteration once per call, so with it (or with this set
+        # to False) the two calls of 4.1 are kept.
+        self.joint_pass = not use_spectral_norm
         discs = [DiscriminatorS(use_spectral_norm=use_spectral_norm)]
         discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm) for p in periods]
         self.discriminators = nn.ModuleList(discs)
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
         y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
-        # One pass over the batch [y; ŷ] instead of two (4.1): each item is convolved on its own,
-        # so the outputs are the same up to float rounding, with half the kernel launches and
-        # weight-norm recomputations. Spectral norm advances its power iteration once per call,
-        # so with it the two calls of 4.1 are kept.
-        joint = not self.use_spectral_norm and y.shape == y_hat.shape
+        joint = self.joint_pass and y.shape == y_hat.shape
         b = y.shape[0]
         for d in self.discriminators:
             if joint:

@@ -300,3 +300,32 @@ def test_reduced_precision_inference_path():
     out, f0 = _infer(net, vol=True, predict_f0=True)
     assert out.dtype == f0.dtype == torch.float32
     assert rel_err(out, ref) < 0.05
+
+
+def test_discriminator_joint_pass_equals_separate_calls_and_keeps_gradients():
+    from models import MultiPeriodDiscriminator
+
+    torch.manual_seed(0)
+    d = MultiPeriodDiscriminator()
+    y = torch.randn(2, 1, 1200) * 0.1
+    y_hat = (torch.randn(2, 1, 1200) * 0.1).requires_grad_()
+    rs, gs, frs, fgs = d(y, y_hat)
+    for k, disc in enumerate(d.discriminators):  # 4.1: each discriminator called on y, then on ŷ
+        r, fr = disc(y)
+        g, fg = disc(y_hat)
+        assert torch.allclose(rs[k], r, atol=1e-6) and torch.allclose(gs[k], g, atol=1e-6)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(frs[k] + fgs[k], fr + fg))
+    sum(x.sum() for x in gs).backward()
+    assert y_hat.grad is not None and y_hat.grad.abs().sum() > 0
+
+
+def test_spectral_norm_discriminator_keeps_two_calls(monkeypatch):
+    from models import MultiPeriodDiscriminator
+
+    d = MultiPeriodDiscriminator(use_spectral_norm=True)
+    batches = []
+    first = d.discriminators[0]
+    orig = first.forward
+    monkeypatch.setattr(first, "forward", lambda x: (batches.append(x.shape[0]), orig(x))[1])
+    d(torch.randn(2, 1, 600), torch.randn(2, 1, 600))
+    assert batches == [2, 2]  # one power iteration per call, as 4.1
