@@ -43,7 +43,7 @@ def read_f0_stats(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def encoder_description(name: str, encoder_file: str | os.PathLike | None = None) -> dict[str, Any]:
-    """What a model needs from its speech encoder: name, weight file, dimension, SHA-256 if known.
+    """What a model needs from its speech encoder: name, weight file, URL, SHA-256 if known.
 
     The SHA-256 comes from ``encoder_file`` when given (the file the model was trained with),
     else from the pretrained registry where published.
@@ -55,7 +55,7 @@ def encoder_description(name: str, encoder_file: str | os.PathLike | None = None
         raise SvcError(f"unknown speech encoder '{name}' in the config; known: {', '.join(list_encoders())}")
     spec = get_spec(name)
     entry = PRETRAINED[spec.pretrained]
-    desc = {"name": name, "dim": spec.dim, "file": entry.filename, "url": entry.url, "sha256": entry.sha256}
+    desc = {"name": name, "file": entry.filename, "url": entry.url, "sha256": entry.sha256}
     if encoder_file is not None:
         if not Path(encoder_file).is_file():
             raise SvcError(f"{encoder_file}: speech encoder file not found (--encoder-file)")
@@ -147,6 +147,7 @@ def export_model(*, model_path: str | os.PathLike, config_path: str | os.PathLik
     config = imported.config
     unit_dim = int(config["model"]["ssl_dim"])
     encoder = encoder_description(config["model"]["speech_encoder"], encoder_file)
+    encoder["dim"] = unit_dim  # the unit width the model reads (model.ssl_dim)
     spk2id = dict(config.get("spk") or {})
     if not spk2id:
         log.warning("%s: the config has no 'spk' speaker map; the model file will list no speaker names", config_path)
