@@ -431,3 +431,20 @@ def test_errors_are_user_errors(plain, tmp_path):
     assert issubclass(UnsafeFileError, SvcError) and issubclass(CheckpointError, SvcError)
     with pytest.raises(CheckpointError, match="not found"):
         load_model_file(tmp_path / "missing.svc.safetensors")
+
+
+def test_original_41_checkpoint_exports_to_the_same_audio(tmp_path):
+    """G_0.pth written by the original 4.1 code (golden data): the file gives its audio bit for bit."""
+    from synth_helpers import DATA
+
+    out = export(model_path=DATA / "G_0.pth", config_path=DATA / "config.json", output_path=tmp_path / "g.svc.safetensors")
+    d = np.load(DATA / "svc_tiny_inputs.npz")
+    inputs = {k: torch.from_numpy(d[k]) for k in ("c", "f0", "uv", "sid")}
+
+    def run(net):
+        with torch.no_grad():
+            return net.infer(inputs["c"], f0=inputs["f0"], g=inputs["sid"], uv=inputs["uv"], noice_scale=0.4)[0].numpy()
+
+    audio = run(load_model_file(out).build_synthesizer())
+    np.testing.assert_array_equal(audio, run(_reference_net(DATA / "G_0.pth", DATA / "config.json")))
+    assert rel_err(audio, np.load(DATA / "golden_infer.npz")["ns0.4_audio"]) < 1.5e-7
