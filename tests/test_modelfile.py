@@ -24,7 +24,7 @@ from synth_helpers import rel_err
 
 # float16 export: bound on the rel. L2 difference of synthesizer audio against the float32 model
 # (docs/compat/modelfile.md gives measured values).
-HALF_REL_L2_BOUND = 2e-2
+HALF_REL_L2_BOUND = 1e-3
 
 
 @pytest.fixture(scope="module")
