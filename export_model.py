@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info", type=str, metavar="FILE", default=None, help="print what a model file holds, then exit")
     p.add_argument("--json", action="store_true", help="with --info: print the metadata as JSON")
     p.add_argument("-m", "--model_path", type=str, default=None, help="SoVITS checkpoint (G_*.pth, 4.1 / 4.0 / fork)")
-    p.add_argument("-c", "--config_path", type=str, default=None, help="its config.json")
+    p.add_argument("-c", "--config_path", type=str, default=None,
+                   help="its config.json (may be left out when the checkpoint carries its config)")
     p.add_argument("-o", "--output", type=str, default=None,
                    help="output file (default: <model>.svc.safetensors next to the checkpoint)")
     p.add_argument("-cm", "--cluster_model_path", type=str, default=None,
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(metadata_json(args.info) if args.json else describe(args.info))
         return 0
-    if not args.model_path or not args.config_path:
-        parser.error("-m/--model_path and -c/--config_path are required (or use --info FILE)")
+    if not args.model_path:
+        parser.error("-m/--model_path is required (or use --info FILE)")
     from modelfile import export_model
     from modelfile.export import read_f0_stats
 

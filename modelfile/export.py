@@ -116,7 +116,7 @@ def check_output_path(output: Path, inputs: list[Path], overwrite: bool) -> None
         raise SvcError(f"{output} exists; choose another -o or pass --overwrite")
 
 
-def export_model(*, model_path: str | os.PathLike, config_path: str | os.PathLike,
+def export_model(*, model_path: str | os.PathLike, config_path: str | os.PathLike | None,
                  output_path: str | os.PathLike | None = None, cluster_path: str | os.PathLike | None = None,
                  diffusion_model_path: str | os.PathLike | None = None,
                  diffusion_config_path: str | os.PathLike | None = None, half: bool = False,
@@ -125,6 +125,7 @@ def export_model(*, model_path: str | os.PathLike, config_path: str | os.PathLik
                  overwrite: bool = False) -> Path:
     """Write ``<name>.svc.safetensors`` from a G checkpoint + config and the optional parts.
 
+    ``config_path`` None: the checkpoint's own ``"config"`` entry is used (if it has one).
     ``half`` stores the synthesizer in float16 (the other parts stay as they are). Every input
     is checked against the model before anything is written; the output is written atomically.
     Returns the output path.
@@ -133,11 +134,12 @@ def export_model(*, model_path: str | os.PathLike, config_path: str | os.PathLik
     from modelfile.parts import load_cluster_source, pack_cluster, pack_diffusion
     from training.compress import to_half
 
-    model_path, config_path = Path(model_path), Path(config_path)
+    model_path = Path(model_path)
+    config_path = Path(config_path) if config_path is not None else None
     output = Path(output_path) if output_path else default_output_path(model_path)
     if (diffusion_model_path is None) != (diffusion_config_path is None):
         raise SvcError("a diffusion model needs both -dm (model_*.pt) and -dc (its diffusion.yaml)")
-    inputs = [model_path, config_path] + [Path(p) for p in (cluster_path, diffusion_model_path, diffusion_config_path) if p]
+    inputs = [Path(p) for p in (model_path, config_path, cluster_path, diffusion_model_path, diffusion_config_path) if p]
     check_output_path(output, inputs, overwrite)
     for p in inputs:
         if not p.is_file():
@@ -150,7 +152,8 @@ def export_model(*, model_path: str | os.PathLike, config_path: str | os.PathLik
     encoder["dim"] = unit_dim  # the unit width the model reads (model.ssl_dim)
     spk2id = dict(config.get("spk") or {})
     if not spk2id:
-        log.warning("%s: the config has no 'spk' speaker map; the model file will list no speaker names", config_path)
+        log.warning("%s: the config has no 'spk' speaker map; the model file will list no speaker names",
+                    config_path or model_path)
 
     prefix = PART_PREFIXES["synthesizer"]
     state = to_half(imported.state) if half else dict(imported.state)

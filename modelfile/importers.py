@@ -150,19 +150,41 @@ def check_state_fits(config: dict[str, Any], state: dict[str, torch.Tensor], sou
                                 allow_missing=(TRAINING_ONLY_PREFIX,), reinit_on_mismatch=())
 
 
-def import_generator(model_path: str | os.PathLike, config_path: str | os.PathLike) -> ImportedModel:
-    """Read ``G_*.pth`` + ``config.json`` (4.1 / 4.0 / fork), check they fit, keep inference weights."""
+def _embedded_config(ckpt: dict, model_path: Path) -> dict[str, Any]:
+    """The config a checkpoint carries under ``"config"`` (a dict or JSON text), if any."""
+    raw = ckpt.get("config")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raw = None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or not isinstance(raw.get("data"), dict):
+        raise ConfigError(f"{model_path}: the checkpoint carries no config; pass its config.json with -c")
+    return raw
+
+
+def import_generator(model_path: str | os.PathLike, config_path: str | os.PathLike | None) -> ImportedModel:
+    """Read ``G_*.pth`` + ``config.json`` (4.1 / 4.0 / fork), check they fit, keep inference weights.
+
+    Without ``config_path`` the checkpoint's own ``"config"`` entry is used (checkpoints that
+    carry their config); an explicit config always wins.
+    """
     from modules.checkpoint import torch_load
     from training.compress import strip_module_prefix
 
     model_path = Path(model_path)
-    raw = read_config_json(config_path)
-    config, flavour, notes = normalise_config(raw, source=str(config_path))
+    if config_path is not None:  # a bad config is reported before the (slow) checkpoint load
+        raw = read_config_json(config_path)
+        config, flavour, notes = normalise_config(raw, source=str(config_path))
     ckpt = torch_load(model_path, what="so-vits-svc checkpoint")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         found = list(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{model_path}: not a so-vits-svc G checkpoint (expected a dict with a 'model' state "
                               f"dict, found {found}); D_*.pth, diffusion and encoder files are not SoVITS models")
+    if config_path is None:
+        config_path = f"{model_path} (embedded config)"
+        config, flavour, notes = normalise_config(_embedded_config(ckpt, model_path), source=config_path)
+        notes.append("config taken from the checkpoint")
     state = strip_module_prefix(ckpt["model"])
     for k, v in state.items():
         if not isinstance(v, torch.Tensor):

@@ -448,3 +448,16 @@ def test_original_41_checkpoint_exports_to_the_same_audio(tmp_path):
     audio = run(load_model_file(out).build_synthesizer())
     np.testing.assert_array_equal(audio, run(_reference_net(DATA / "G_0.pth", DATA / "config.json")))
     assert rel_err(audio, np.load(DATA / "golden_infer.npz")["ns0.4_audio"]) < 1.5e-7
+
+
+def test_checkpoint_carrying_its_config_needs_no_c(tmp_path, models):
+    ckpt = torch_load(models.g)
+    ckpt["config"] = json.loads(models.config.read_text())
+    g = tmp_path / "G_1.pth"
+    torch.save(ckpt, g)
+    out = export(model_path=g, config_path=None, output_path=tmp_path / "m.svc.safetensors")
+    bundle = load_model_file(out)
+    assert bundle.spk2id == SPEAKERS and "config taken from the checkpoint" in bundle.metadata["source"]["notes"]
+    np.testing.assert_array_equal(_infer(bundle.build_synthesizer()), _infer(_reference_net(models.g, models.config)))
+    with pytest.raises(ConfigError, match="carries no config; pass its config.json with -c"):
+        export(model_path=models.g, config_path=None, output_path=tmp_path / "n.svc.safetensors")
