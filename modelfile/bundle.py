@@ -133,6 +133,14 @@ class ModelBundle:
         return build_model_vocoder(self.diffusion_config, self.diffusion_state, device, source=f"{self.path} (diffusion)",
                                    vocoder_path=vocoder_path, global_step=self.metadata["diffusion"].get("global_step"))
 
+    def cluster_mixer(self) -> "BundleClusterMixer | None":
+        """The stored k-means / index as a drop-in for ``inference.components.ClusterMixer``
+        (``.mix(units, speaker_name, speaker_id, ratio)``), or None when the file has neither."""
+        if self.cluster is None:
+            return None
+        return BundleClusterMixer(self.cluster, feature_retrieval=self.feature_retrieval, spk2id=self.spk2id,
+                                  path=self.path)
+
     def check_encoder_file(self, path: str | os.PathLike) -> None:
         """Raise when the file recorded a SHA-256 for its speech encoder and ``path`` differs."""
         want = self.encoder_sha256
@@ -144,6 +152,22 @@ class ModelBundle:
         if got != want:
             raise CheckpointError(f"{path}: speech encoder file SHA-256 {got} differs from {want}, which {self.path} "
                                   f"was made with ('{self.speech_encoder}'); use the file the model expects")
+
+
+class BundleClusterMixer:
+    """Same interface as ``inference.components.ClusterMixer``, over a cluster object already in
+    memory: ``mix(units [C, T], speaker_name, speaker_id, ratio) → [C, T]``; k-means is keyed by
+    speaker name, an index by speaker id (4.1's formats)."""
+
+    def __init__(self, model: Any, *, feature_retrieval: bool, spk2id: dict[str, int], path: Path) -> None:
+        self.model = model
+        self.feature_retrieval = feature_retrieval
+        self.spk2id = dict(spk2id)
+        self.path = path
+
+    def mix(self, units: torch.Tensor, speaker_name: str, speaker_id: int, ratio: float) -> torch.Tensor:
+        key = speaker_id if self.feature_retrieval else speaker_name
+        return self.model.mix(units, key, ratio, spk2id=self.spk2id).to(units.dtype)
 
 
 def is_model_file(path: str | os.PathLike) -> bool:

@@ -151,7 +151,7 @@ def test_kmeans_round_trip_gives_the_same_centres(models):
     assert load_model_file(out, load_cluster=False).cluster is None
 
 
-def test_diffusion_round_trip(models, full):
+def test_diffusion_round_trip(models, full, plain):
     from diffusion.unit2mel import load_model_vocoder
 
     bundle = load_model_file(full)
@@ -165,7 +165,7 @@ def test_diffusion_round_trip(models, full):
     assert vocoder.dimension == 128
     assert load_model_file(full, load_diffusion=False).diffusion_state is None
     with pytest.raises(CheckpointError, match="no diffusion model"):
-        load_model_file(models.root / "plain.svc.safetensors").build_diffusion()
+        load_model_file(plain).build_diffusion()
 
 
 def test_half_export_is_smaller_and_close(models, plain):
@@ -461,3 +461,19 @@ def test_checkpoint_carrying_its_config_needs_no_c(tmp_path, models):
     np.testing.assert_array_equal(_infer(bundle.build_synthesizer()), _infer(_reference_net(models.g, models.config)))
     with pytest.raises(ConfigError, match="carries no config; pass its config.json with -c"):
         export(model_path=models.g, config_path=None, output_path=tmp_path / "n.svc.safetensors")
+
+
+@pytest.mark.parametrize("which", ["kmeans", "index"])
+def test_cluster_mixer_matches_the_file_based_mixer(models, plain, tmp_path, which):
+    from inference.components import ClusterMixer
+
+    src = models.kmeans if which == "kmeans" else models.index
+    out = export(model_path=models.g, config_path=models.config, output_path=tmp_path / "m.svc.safetensors",
+                 cluster_path=src)
+    mixer = load_model_file(out).cluster_mixer()
+    ref = ClusterMixer(src, which == "index", SPEAKERS)
+    assert mixer.feature_retrieval == ref.feature_retrieval
+    units = torch.randn(UNIT_DIM, 64, generator=torch.Generator().manual_seed(4))
+    for name, sid in SPEAKERS.items():
+        assert torch.equal(mixer.mix(units, name, sid, 0.6), ref.mix(units, name, sid, 0.6))
+    assert load_model_file(plain).cluster_mixer() is None
