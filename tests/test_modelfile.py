@@ -17,7 +17,7 @@ import export_model
 from infer_helpers import SPEAKERS, UNIT_DIM, build_model_set, model_config, write_generator
 from modelfile import describe, export_model as export, is_model_file, load_model_file
 from modelfile.format import METADATA_KEY
-from modules.checkpoint import load_state_dict_checked, save_checkpoint, torch_load
+from modules.checkpoint import load_state_dict_checked, torch_load
 from modules.cli import run_main
 from modules.errors import CheckpointError, ConfigError, SvcError, UnsafeFileError
 from synth_helpers import rel_err
