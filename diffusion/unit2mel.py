@@ -151,21 +151,32 @@ def load_model_vocoder(model_path: str | os.PathLike, device: str | torch.device
     The config defaults to ``config.yaml`` beside the model. Loading is strict: every key of
     the file must fit the model built from the config, or :class:`CheckpointError` names them.
     """
-    from modules.checkpoint import load_state_dict_checked
     from modules.hparams import get_hparams_from_file
-    from vdecoder.vocoder import Vocoder
 
     model_path = Path(model_path)
     config_file = Path(config_path) if config_path is not None else model_path.parent / "config.yaml"
     # Configs from DDSP-SVC / Diffusion-SVC carry extra keys; inference only needs known ones.
     args = get_hparams_from_file(config_file, strict=False)
-    vocoder = Vocoder(args["vocoder"]["type"], args["vocoder"]["ckpt"], device=device)
+    ckpt = read_checkpoint(model_path)
+    return build_model_vocoder(args, ckpt["model"], device, source=str(model_path),
+                               global_step=ckpt.get("global_step", "?"))
+
+
+def build_model_vocoder(args, state: dict, device: str | torch.device = "cpu", *, source: str = "diffusion model",
+                        vocoder_path: str | os.PathLike | None = None, global_step: object = "?"):
+    """:func:`load_model_vocoder` for a config and state dict already in memory (e.g. from a
+    ``.svc.safetensors`` model file) → ``(model, vocoder, args)``. ``vocoder_path`` overrides the
+    config's ``vocoder.ckpt``."""
+    from modules.checkpoint import load_state_dict_checked
+    from vdecoder.vocoder import Vocoder
+
+    vocoder = Vocoder(args["vocoder"]["type"], str(vocoder_path) if vocoder_path is not None else args["vocoder"]["ckpt"],
+                      device=device)
     with torch.random.fork_rng(devices=[]):  # building must not move the global RNG
         model = build_model(args, vocoder.dimension)
-    ckpt = read_checkpoint(model_path)
-    load_state_dict_checked(model, ckpt["model"], source=str(model_path), reinit_on_mismatch=())
+    load_state_dict_checked(model, state, source=source, reinit_on_mismatch=())
     model.to(device).eval()
     model.requires_grad_(False)
-    log.info("Loaded diffusion model %s (step %s, %d speakers, k_step_max %d)", model_path,
-             ckpt.get("global_step", "?"), model.n_spk or 1, model.k_step_max)
+    log.info("Loaded diffusion model %s (step %s, %d speakers, k_step_max %d)", source, global_step,
+             model.n_spk or 1, model.k_step_max)
     return model, vocoder, args

@@ -206,12 +206,19 @@ def get_hparams_from_file(config_path: str | os.PathLike, infer_mode: bool = Fal
     (4.0) configs lack with the defaults 4.1's inference uses (:data:`INFERENCE_DEFAULTS`).
     """
     path = Path(config_path)
-    data = _read_raw(path)
+    return hparams_from_dict(_read_raw(path), source=path, infer_mode=infer_mode, strict=strict)
+
+
+def hparams_from_dict(data: Mapping[str, Any], *, source: str | os.PathLike = "config", infer_mode: bool = False,
+                      strict: bool = True) -> HParams:
+    """:func:`get_hparams_from_file` for a config already in memory (e.g. one stored inside a model
+    file); ``source`` names it in error messages."""
+    data = copy.deepcopy(dict(data))
     if strict:
         if _kind(data) == "diffusion":
-            _check_keys(data, path, _DIFFUSION_TOP, _DIFFUSION_KEYS)
+            _check_keys(data, Path(source), _DIFFUSION_TOP, _DIFFUSION_KEYS)
         else:
-            _check_keys(data, path, _SOVITS_TOP, _SOVITS_KEYS)
+            _check_keys(data, Path(source), _SOVITS_TOP, _SOVITS_KEYS)
     hps = HParams(**data)
     if infer_mode:
         apply_inference_defaults(hps)

@@ -31,14 +31,21 @@ def default_output_path(input_path: str | os.PathLike, half: bool) -> Path:
     return Path(stem + "_release" + ("_half" if half else "") + ext)
 
 
-def _strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Checkpoints saved from a DDP wrapper prefix every key with ``module.``."""
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+# Prefixes wrappers add to every key: DDP (``module.``) and ``torch.compile`` (``_orig_mod.``).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def _to_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints saved from a DDP or ``torch.compile`` wrapper prefix every key (``module.``,
+    ``_orig_mod.``); remove such a prefix when every key has it."""
+    state = dict(state)
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def to_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """fp16 copies; a tensor stored under several names (shared parameters) is converted once."""
     done: dict[tuple, torch.Tensor] = {}
     out = {}
@@ -68,7 +75,7 @@ def compress_model(*, config_path: str | os.PathLike, input_path: str | os.PathL
     ckpt = torch_load(input_path, what="so-vits-svc checkpoint")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"{input_path}: not a so-vits-svc G checkpoint (expected a dict with 'model')")
-    state = _strip_module_prefix(ckpt["model"])
+    state = strip_module_prefix(ckpt["model"])
 
     net_g = SynthesizerTrn(int(hps.data.filter_length) // 2 + 1, int(hps.train.segment_size) // int(hps.data.hop_length),
                            **hps.model)
@@ -79,7 +86,7 @@ def compress_model(*, config_path: str | os.PathLike, input_path: str | os.PathL
                                 eps=float(hps.train.eps))
     kept = {k: v for k, v in state.items() if TRAINING_ONLY_PREFIX not in k}
     if half:
-        kept = _to_half(kept)
+        kept = to_half(kept)
     atomic_torch_save({"model": kept, "iteration": 0, "optimizer": optim_g.state_dict(), "learning_rate": 0.0001},
                       output)
     before, after = input_path.stat().st_size, output.stat().st_size
