@@ -150,3 +150,14 @@ def test_flag_combinations(capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["--list", "l.txt", "--source", "a.wav"])
     assert "not both" in capsys.readouterr().err
+
+
+def test_help_is_light():
+    import subprocess
+
+    code = ("import sys; sys.argv = ['evaluate.py', '--help']; import evaluate\n"
+            "try:\n    evaluate.main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'evaluate.py --help imported torch'")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for flag in ("--source", "--converted", "--list", "--transpose", "--target_refs", "--json", "--f0_predictor"):
+        assert flag in out
