@@ -61,6 +61,23 @@ def frame_rms(wav: np.ndarray) -> np.ndarray:
     return VolumeExtractor(LOUDNESS_HOP).extract(torch.from_numpy(np.ascontiguousarray(wav, np.float32))).numpy()
 
 
+def check_audible(wav: np.ndarray, what: str = "audio") -> np.ndarray:
+    """Frame RMS of 16 kHz ``wav`` (see :func:`frame_rms`); :class:`AudioError` naming ``what`` when the
+    loudest 20 ms frame is below ``SILENCE_DBFS`` or the audio is shorter than one frame."""
+    rms = frame_rms(wav)
+    peak_db = 20 * np.log10(max(float(rms.max()) if rms.size else 0.0, 1e-12))
+    if rms.size == 0 or peak_db < SILENCE_DBFS:
+        if rms.size == 0:
+            level = f"only {len(wav) / ANALYSIS_SR * 1000:.0f} ms long"
+        elif peak_db < -200:
+            level = "every sample is zero"
+        else:
+            level = f"loudest 20 ms frame at {peak_db:.1f} dBFS"
+        raise AudioError(f"{what}: silent or too short to evaluate ({level}; needs a 20 ms frame at "
+                         f"{SILENCE_DBFS:.0f} dBFS or louder); check that the file holds the right audio")
+    return rms
+
+
 class Analyzer:
     """Loads the F0 predictor and the speaker encoder once; :meth:`analyze` one signal at a time.
 
@@ -82,17 +99,7 @@ class Analyzer:
     def analyze(self, wav: np.ndarray, *, what: str = "audio", embed: bool = True) -> Analysis:
         """16 kHz ``[L]`` → :class:`Analysis`. Raises :class:`AudioError` naming ``what`` when silent."""
         wav = np.asarray(wav, dtype=np.float32)
-        rms = frame_rms(wav)
-        peak_db = 20 * np.log10(max(float(rms.max()) if rms.size else 0.0, 1e-12))
-        if rms.size == 0 or peak_db < SILENCE_DBFS:
-            if rms.size == 0:
-                level = f"only {len(wav) / ANALYSIS_SR * 1000:.0f} ms long"
-            elif peak_db < -200:
-                level = "every sample is zero"
-            else:
-                level = f"loudest 20 ms frame at {peak_db:.1f} dBFS"
-            raise AudioError(f"{what}: silent or too short to evaluate ({level}; needs a 20 ms frame at "
-                             f"{SILENCE_DBFS:.0f} dBFS or louder); check that the file holds the right audio")
+        rms = check_audible(wav, what)
         f0, uv = self.f0.compute_f0_uv(wav)
         emb = None
         if embed and self.encoder is not None:

@@ -121,7 +121,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     """
     from tqdm import tqdm
 
-    from evaluation.analysis import Analyzer, compare, load_for_analysis
+    from evaluation.analysis import Analyzer, check_audible, compare, load_for_analysis
 
     validate(options)
     analyzer = Analyzer(f0_predictor=options.f0_predictor, device=options.device,
@@ -131,7 +131,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         refs = []
         for p in options.target_refs:
             wav = load_for_analysis(p)
-            analyzer.analyze(wav, what=f"{p} (target reference)", embed=False)  # refuses silent clips by name
+            check_audible(wav, f"{p} (target reference)")
             refs.append(wav)
         target = analyzer.embed_many(refs)
     sources: dict[Path, Any] = {}
