@@ -105,10 +105,12 @@ def validate(options: EvalOptions) -> None:
     for p in options.target_refs:
         if not p.is_file():
             raise AudioError(f"{p}: target reference not found")
+    from evaluation.speaker import resolve_weights
     from modules.F0Predictor import list_f0_predictors
 
     if options.f0_predictor not in list_f0_predictors():
         raise SvcError(f"unknown f0 predictor '{options.f0_predictor}'; choose one of: {', '.join(list_f0_predictors())}")
+    resolve_weights(options.speaker_weights)   # a missing encoder file is reported before any model loads
 
 
 def evaluate(options: EvalOptions) -> dict[str, Any]:

@@ -122,6 +122,8 @@ def test_missing_files_fail_before_loading_models(files, capsys, tmp_path, monke
              (["--source", files["src"], "--converted", files["src"], "--target_refs", tmp_path / "refs"],
               "target reference not found"),
              (["--source", files["src"], "--converted", files["src"], "-f0p", "yin"], "unknown f0 predictor 'yin'")]
+    cases.append((["--source", files["src"], "--converted", files["src"], "--speaker_encoder", tmp_path / "enc.pt"],
+                  "enc.pt: speaker-encoder weights not found"))
     (tmp_path / "empty").mkdir()
     cases.append((["--source", files["src"], "--converted", files["src"], "--target_refs", tmp_path / "empty"],
                   "no audio files"))
