@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.errors import ConfigError
+from modules.wavcheck import WavCheck, WavProblem
 from preprocessing.features import is_artifact_name
 from preprocessing.report import DatasetError, FileOutcome, RunSummary
 
@@ -54,32 +55,12 @@ def list_path(source_dir: str, speaker: str, name: str) -> str:
     return "/".join([source_dir.replace("\\", "/").rstrip("/") or ".", speaker, name])
 
 
-def _check_clip(path: Path, sampling_rate: int | None) -> str | None:
-    """Why the trainer could not use this wav, or None. Too short is handled by the caller."""
-    import soundfile as sf
+def _check_clip(path: Path, sampling_rate: int | None) -> WavCheck:
+    """The trainer's requirements (modules.wavcheck) plus 4.1's shortest clip for the file lists."""
+    from modules.wavcheck import WavRequirements, check_wav
 
-    from preprocessing.wavinfo import wav_truncation
-
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
-    problem = wav_truncation(path)
-    if problem:
-        return problem
-    try:
-        info = sf.info(str(path))
-    except Exception as e:  # LibsndfileError / RuntimeError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"not a readable WAV file ({first})"
-    fix = "run resample.py on the raw recordings"
-    if sampling_rate is not None and info.samplerate != sampling_rate:
-        return f"sample rate {info.samplerate} Hz, the config expects {sampling_rate} Hz; {fix}"
-    if info.channels != 1:
-        return f"{info.channels} channels, training reads mono; {fix}"
-    if info.subtype != "PCM_16":
-        return f"sample format {info.subtype}, training reads 16-bit PCM; {fix}"
-    if info.frames < MIN_SECONDS * info.samplerate:
-        return "__short__"
-    return None
+    min_samples = int(MIN_SECONDS * sampling_rate) if sampling_rate else 0
+    return check_wav(path, WavRequirements(sampling_rate=sampling_rate, min_samples=min_samples))
 
 
 def scan(source_dir: str, *, sampling_rate: int | None = 44100, progress: bool = True) -> DatasetListing:
@@ -112,12 +93,12 @@ def scan(source_dir: str, *, sampling_rate: int | None = 44100, progress: bool =
                 out.summary.add(FileOutcome(str(f), "failed", "the name holds '|' or a line break, which the file "
                                                               "list format cannot store; rename it"))
                 continue
-            problem = _check_clip(f, sampling_rate)
-            if problem == "__short__":
-                out.summary.add(FileOutcome(str(f), "skipped", f"shorter than {MIN_SECONDS} s"))
+            check = _check_clip(f, sampling_rate)
+            if check.problem is WavProblem.TOO_SHORT:  # 4.1 leaves these out silently
+                out.summary.add(FileOutcome(str(f), "skipped", f"shorter than {MIN_SECONDS} s ({check.seconds:.2f} s)"))
                 continue
-            if problem:
-                out.summary.add(FileOutcome(str(f), "failed", problem))
+            if check.problem:
+                out.summary.add(FileOutcome(str(f), "failed", check.reason))
                 continue
             if not PLAIN_NAME.match(name):
                 out.odd_names.append(str(f))
