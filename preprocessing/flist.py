@@ -217,12 +217,20 @@ def make_filelists_and_configs(
     config_dir: str | os.PathLike = "configs",
     write_list_paths_to_config: bool = False,
     progress: bool = True,
+    quality_check: bool = True,
+    strict: bool = False,
 ) -> RunSummary:
-    """The whole of ``preprocess_flist_config.py``; returns the summary of the scanned files."""
+    """The whole of ``preprocess_flist_config.py``; returns the summary of the scanned files.
+
+    ``quality_check`` logs the dataset quality summary first (:mod:`preprocessing.quality`);
+    ``strict`` stops with :class:`DatasetError` listing every unusable clip before anything is written.
+    """
     from modules.hparams import save_config
 
     # Validate the encoder before scanning a large dataset.
     config, diffusion = build_configs({}, speech_encoder, vol_aug=vol_aug, tiny=tiny, tf_flow=tf_flow)
+    if quality_check or strict:
+        _quality_summary(source_dir, int(config["data"]["sampling_rate"]), speech_encoder, strict, progress)
     listing = scan(source_dir, sampling_rate=int(config["data"]["sampling_rate"]), progress=progress)
     if not listing.speakers:
         listing.summary.log(log)
@@ -244,3 +252,22 @@ def make_filelists_and_configs(
     log.info("wrote %s (%d clips), %s (%d clips), %s, %s", train_list, len(train), val_list, len(val),
              config_dir / "config.json", config_dir / "diffusion.yaml")
     return listing.summary
+
+
+def _quality_summary(source_dir: str, sampling_rate: int, speech_encoder: str, strict: bool, progress: bool) -> None:
+    """Log the quality report's summary; with ``strict`` its errors stop the run (issue 22)."""
+    from preprocessing.quality import QualityOptions, check_dataset, log_summary
+
+    if not Path(source_dir).is_dir():
+        return  # scan() reports the missing folder
+    try:
+        report = check_dataset(source_dir, QualityOptions(sampling_rate=sampling_rate, min_seconds=MIN_SECONDS,
+                                                          speech_encoder=speech_encoder), progress=progress)
+    except DatasetError:
+        return  # no audio at all: scan() says so with the file-list wording
+    log_summary(report, log, errors=strict)  # without --strict the scan below reports the unusable clips
+    if strict and report.errors:
+        shown = "\n  ".join(str(p) for p in report.errors[:20])
+        more = f"\n  ... and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
+        raise DatasetError(f"{source_dir}: {len(report.errors)} clip(s) cannot be trained on (--strict):\n  "
+                           f"{shown}{more}\nNothing was written; fix or remove them and run again")

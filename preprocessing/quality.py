@@ -434,11 +434,11 @@ def _job(args: tuple[str, str, QualityOptions]) -> FileStats:
     return analyse_file(*args)
 
 
-def check_dataset(in_dir: str | os.PathLike, opts: QualityOptions = QualityOptions(), *, num_workers: int = 1,
-                  progress: bool = True) -> QualityReport:
+def check_dataset(in_dir: str | os.PathLike, opts: QualityOptions = QualityOptions(), *,
+                  num_workers: int | None = None, progress: bool = True) -> QualityReport:
     """Analyse every clip of ``<in_dir>/<speaker>/`` (read only) → :class:`QualityReport`.
 
-    ``num_workers`` > 1 uses that many spawned processes. Raises :class:`DatasetError` only when
+    ``num_workers`` > 1 uses that many spawned processes (default :func:`default_workers`). Raises :class:`DatasetError` only when
     the folder itself is missing or holds no audio at all.
     """
     from tqdm import tqdm
@@ -448,6 +448,7 @@ def check_dataset(in_dir: str | os.PathLike, opts: QualityOptions = QualityOptio
     if not files:
         raise DatasetError(f"{in_dir}: no audio files found (expected {in_dir}/<speaker>/<file>.wav|flac|ogg|mp3)")
     jobs = [(str(f), spk, opts) for spk, f in files]
+    num_workers = default_workers(len(jobs)) if num_workers is None else num_workers
     bar = tqdm(total=len(jobs), desc="check", unit="file", disable=not progress)
     try:
         if num_workers <= 1:
@@ -459,7 +460,7 @@ def check_dataset(in_dir: str | os.PathLike, opts: QualityOptions = QualityOptio
 
             # spawn, not fork: the parent may hold torch/OpenMP threads (as resample.py)
             with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for st in pool.map(_job, jobs, chunksize=4):
+                for st in pool.map(_job, jobs, chunksize=4):  # keeps the sorted order
                     report.files.append(st)
                     bar.update()
     finally:
