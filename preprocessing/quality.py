@@ -10,7 +10,7 @@
   a cliff of ≥ ``cliff_db`` inside the band means the audio was upsampled from a lower rate,
   whose estimate is the next standard rate above twice the cliff frequency;
 * 20 ms frame loudness: silence share (frames ``silence_db`` below the loudest) and an SNR
-  estimate (95th / 5th percentile of frame power);
+  estimate (median voiced-frame power over the quiet unvoiced frames);
 * F0 with a cheap registry predictor (``pm`` at 16 kHz, 20 ms hop: see docs/bench/dataset.md):
   voiced share and the 5–95 % F0 range;
 * a content hash of the 16-bit mono samples and a loudness envelope, for duplicates across the set.
@@ -42,6 +42,7 @@ SPECTRUM_N_FFT = 2048            # long-term spectrum: non-overlapping frames of
 STANDARD_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 F0_BINS = np.geomspace(50.0, 1100.0, 4 * 54 + 1)  # Hz: quarter-semitone bins over the predictors' range
 QUIET_FLOOR = 1e-12              # power floor for dB conversions
+MIN_NOISE_FRAMES = 10            # 0.2 s of pauses (and of voice) needed for an SNR estimate
 
 
 class Issue(str, enum.Enum):
@@ -251,11 +252,23 @@ def _measure(st: FileStats, data: np.ndarray, sr: int, opts: QualityOptions) -> 
     rel = frame_db - frame_db.max()
     st.envelope = np.maximum(rel, -80.0).astype(np.float32)
     st.silence_share = float(np.mean(rel < opts.silence_db))
-    power = 10 ** (frame_db / 10)
-    st.snr_db = float(10 * np.log10(np.percentile(power, 95) / max(np.percentile(power, 5), QUIET_FLOOR)))
     st.bandwidth_hz, st.original_rate = _bandwidth(mono, sr, opts.cliff_db)
-    _f0(st, mono, sr, opts)
+    voiced = _f0(st, mono, sr, opts)
+    st.snr_db = _snr(frame_db, voiced)
     _judge(st, opts)
+
+
+def _snr(frame_db: np.ndarray, voiced: np.ndarray) -> float | None:
+    """Median voiced-frame power over the 10th percentile of unvoiced-frame power, in dB.
+
+    None when fewer than :data:`MIN_NOISE_FRAMES` unvoiced (or voiced) frames exist: a clip of
+    one sustained note holds no pause to measure the noise in.
+    """
+    n = min(len(frame_db), len(voiced))
+    frame_db, voiced = frame_db[:n], voiced[:n]
+    if voiced.sum() < MIN_NOISE_FRAMES or (~voiced).sum() < MIN_NOISE_FRAMES:
+        return None
+    return float(np.median(frame_db[voiced]) - np.percentile(frame_db[~voiced], 10))
 
 
 def _frame_db(mono: np.ndarray, sr: int) -> np.ndarray:
@@ -311,18 +324,21 @@ def _bandwidth(mono: np.ndarray, sr: int, cliff_db: float) -> tuple[float, int]:
     return bandwidth, min(original, sr)
 
 
-def _f0(st: FileStats, mono: np.ndarray, sr: int, opts: QualityOptions) -> None:
+def _f0(st: FileStats, mono: np.ndarray, sr: int, opts: QualityOptions) -> np.ndarray:
+    """Fill the voicing and F0 fields; returns the voiced flags per 20 ms frame ``[T]``."""
     from modules.audio import resample
     from modules.F0Predictor import get_f0_predictor
 
     predictor = get_f0_predictor(opts.f0_predictor, hop_length=F0_HOP, sampling_rate=F0_RATE, device="cpu")
     f0, uv = predictor.compute_f0_uv(resample(mono.astype(np.float32), sr, F0_RATE))
     f0 = np.asarray(f0, dtype=np.float64)
-    voiced = f0[(np.asarray(uv) > 0.5) & (f0 > 0)]
+    flags = (np.asarray(uv) > 0.5) & (f0 > 0)
+    voiced = f0[flags]
     st.voiced_share = float(len(voiced) / max(len(f0), 1))
     st.f0_hist = np.histogram(voiced, bins=F0_BINS)[0].astype(np.float64)
     if len(voiced):
         st.f0_low, st.f0_median, st.f0_high = (float(v) for v in np.percentile(voiced, [5, 50, 95]))
+    return flags
 
 
 def _judge(st: FileStats, o: QualityOptions) -> None:
@@ -353,7 +369,7 @@ def _judge(st: FileStats, o: QualityOptions) -> None:
     if st.voiced_share is not None and st.voiced_share < o.min_voiced_share:
         add(Problem(p, Issue.NO_VOICE, f"voiced {100 * st.voiced_share:.0f} % of frames",
                     f"{100 * o.min_voiced_share:g} %", "noise, music or breath only? remove it"))
-    elif st.snr_db < o.min_snr_db:
+    elif st.snr_db is not None and st.snr_db < o.min_snr_db:
         add(Problem(p, Issue.NOISY, f"SNR about {st.snr_db:.0f} dB", f"{o.min_snr_db:g} dB",
                     "background noise, reverb or accompaniment stays in the model; denoise or remove it"))
 
