@@ -22,6 +22,7 @@ Nothing in the input folder is written.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import logging
 import os
@@ -327,9 +328,8 @@ def _bandwidth(mono: np.ndarray, sr: int, cliff_db: float) -> tuple[float, int]:
 def _f0(st: FileStats, mono: np.ndarray, sr: int, opts: QualityOptions) -> np.ndarray:
     """Fill the voicing and F0 fields; returns the voiced flags per 20 ms frame ``[T]``."""
     from modules.audio import resample
-    from modules.F0Predictor import get_f0_predictor
 
-    predictor = get_f0_predictor(opts.f0_predictor, hop_length=F0_HOP, sampling_rate=F0_RATE, device="cpu")
+    predictor = _predictor(opts.f0_predictor)
     f0, uv = predictor.compute_f0_uv(resample(mono.astype(np.float32), sr, F0_RATE))
     f0 = np.asarray(f0, dtype=np.float64)
     flags = (np.asarray(uv) > 0.5) & (f0 > 0)
@@ -339,6 +339,14 @@ def _f0(st: FileStats, mono: np.ndarray, sr: int, opts: QualityOptions) -> np.nd
     if len(voiced):
         st.f0_low, st.f0_median, st.f0_high = (float(v) for v in np.percentile(voiced, [5, 50, 95]))
     return flags
+
+
+@functools.lru_cache(maxsize=2)
+def _predictor(name: str):
+    """One predictor per process and name (the registry's predictors are reusable across files)."""
+    from modules.F0Predictor import get_f0_predictor
+
+    return get_f0_predictor(name, hop_length=F0_HOP, sampling_rate=F0_RATE, device="cpu")
 
 
 def _judge(st: FileStats, o: QualityOptions) -> None:
