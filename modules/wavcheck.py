@@ -86,6 +86,7 @@ class WavCheck:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first line of a decoder's message (libsndfile's run over several lines)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -110,7 +111,8 @@ def check_wav(path: str | os.PathLike, req: WavRequirements = WavRequirements())
     try:
         info = sf.info(name)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        return WavCheck(name, WavProblem.UNREADABLE, f"not a readable WAV file ({_first_line(e)})")
+        what = "WAV" if path.suffix.lower() == ".wav" else "audio"
+        return WavCheck(name, WavProblem.UNREADABLE, f"not a readable {what} file ({_first_line(e)})")
     head = dict(path=name, frames=int(info.frames), samplerate=int(info.samplerate), channels=int(info.channels),
                 subtype=str(info.subtype))
     if req.sampling_rate is not None and info.samplerate != req.sampling_rate:

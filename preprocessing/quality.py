@@ -29,10 +29,15 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from preprocessing.report import DatasetError, FileOutcome
+
+if TYPE_CHECKING:
+    from modules.F0Predictor.base import F0Predictor
+    from modules.wavcheck import WavRequirements
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +185,7 @@ class QualityReport:
 
 
 # --- per file -----------------------------------------------------------------------------------
-def _requirements(opts: QualityOptions):
+def _requirements(opts: QualityOptions) -> "WavRequirements":
     from modules.wavcheck import WavRequirements
 
     strict = opts.sampling_rate is not None  # the resampled set: the trainer's exact format
@@ -342,7 +347,7 @@ def _f0(st: FileStats, mono: np.ndarray, sr: int, opts: QualityOptions) -> np.nd
 
 
 @functools.lru_cache(maxsize=2)
-def _predictor(name: str):
+def _predictor(name: str) -> "F0Predictor":
     """One predictor per process and name (the registry's predictors are reusable across files)."""
     from modules.F0Predictor import get_f0_predictor
 
