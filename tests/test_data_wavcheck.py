@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,36 @@ def test_requirements_are_opt_in(files):
     assert check_wav(files / "long.wav", loose).ok and check_wav(files / "short.wav", loose).ok
     assert check_wav(files / "stereo.wav", WavRequirements(mono=False)).ok
     assert check_wav(files / "float.wav", WavRequirements(subtype=None)).ok
+
+
+def test_training_loader_and_feature_extractor_use_the_check(tmp_path, monkeypatch):
+    """The loader names a listed clip that is truncated / stereo (the check's reason) and leaves
+    a too-short one out; the feature extractor fails a too-short clip with the check's words."""
+    import soundfile as sf
+
+    from modules.hparams import get_hparams_from_file
+    from preprocessing.features import ExtractSettings, FeatureExtractor
+    from preprocessing.report import DatasetError
+    from train_helpers import make_dataset, write_config
+    from training.data import TextAudioSpeakerLoader
+
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path, clips_per_speaker=2)
+    hps = get_hparams_from_file(write_config(tmp_path))
+    wav = Path("dataset/44k/spk0/spk0_0.wav")
+    full = wav.read_bytes()
+    wav.write_bytes(full[: len(full) - 400])
+    with pytest.raises(DatasetError, match=r"spk0_0.wav: truncated: the WAV header declares"):
+        TextAudioSpeakerLoader([str(wav)], hps)
+    wav.write_bytes(full)
+    sf.write(str(wav), np.stack([sf.read(str(wav), dtype="int16")[0]] * 2, 1), SR, subtype="PCM_16")
+    with pytest.raises(DatasetError, match=r"spk0_0.wav: 2 channels, training reads mono"):
+        TextAudioSpeakerLoader([str(wav), "dataset/44k/spk0/spk0_1.wav"], hps)
+
+    settings = ExtractSettings(sampling_rate=SR, hop_length=512, filter_length=2048, win_length=2048,
+                               max_wav_value=32768.0, speech_encoder="vec768l12", ssl_dim=768, f0_predictor="pm",
+                               want_vol=False, use_diff=False)
+    short = write(tmp_path / "short.wav", voice(0.03, SR), SR, "PCM_16")
+    with pytest.raises(AudioError, match=r"too short: 1323 samples \(0.03 s\); at least 2048 samples"):
+        FeatureExtractor(settings, device="cpu").load_wav(short)
+    assert FeatureExtractor(settings, device="cpu").load_wav(Path("dataset/44k/spk0/spk0_1.wav")).dtype == np.float32
