@@ -48,6 +48,7 @@ SPECTRUM_N_FFT = 2048            # long-term spectrum: non-overlapping frames of
 STANDARD_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 F0_BINS = np.geomspace(50.0, 1100.0, 4 * 54 + 1)  # Hz: quarter-semitone bins over the predictors' range
 QUIET_FLOOR = 1e-12              # power floor for dB conversions
+ANALYSE_AT_MOST_SECONDS = 600.0  # longer files are reported as too long without reading them
 MIN_NOISE_FRAMES = 10            # 0.2 s of pauses (and of voice) needed for an SNR estimate
 
 
@@ -218,6 +219,11 @@ def analyse_file(path: str | os.PathLike, speaker: str, opts: QualityOptions = Q
     st.seconds = check.seconds
     if not check.ok:
         st.problems.append(_wavcheck_problem(st.path, check.problem, check.reason))
+        return st
+    if st.seconds > ANALYSE_AT_MOST_SECONDS:  # an unsliced recording: say so instead of loading all of it
+        st.problems.append(Problem(st.path, Issue.TOO_LONG, f"{st.seconds / 60:.1f} min (not analysed further)",
+                                   f"{opts.max_seconds:g} s", "a whole recording: cut it into 5-15 s clips "
+                                   "(slice_audio.py), then check the clips"))
         return st
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [L, channels]

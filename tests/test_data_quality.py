@@ -155,3 +155,16 @@ def test_preprocess_flist_config_summarises_and_strict_stops(tmp_path, monkeypat
     with caplog.at_level(logging.INFO):
         assert preprocess_flist_config.main(["--config_dir", "cfg", "--skip_check"]) == 1
     assert "dataset check" not in caplog.text
+
+
+def test_an_unsliced_recording_is_reported_without_loading_it(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    import preprocessing.quality as q
+
+    write(tmp_path / "s" / "whole album.wav", np.zeros(601 * 8000, np.int16), 8000, "PCM_16")
+    monkeypatch.setattr(sf, "read", lambda *a, **k: pytest.fail("the samples were read"))
+    report = q.check_dataset(tmp_path, num_workers=1, progress=False)
+    (p,) = report.problems
+    assert p.kind is Issue.TOO_LONG and "10.0 min" in p.value and "slice_audio.py" in p.advice
+    assert report.speakers["s"].seconds == pytest.approx(601)
