@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.errors import ConfigError
-from modules.wavcheck import WavCheck, WavProblem
+from modules.wavcheck import WavCheck, WavProblem, WavRequirements, check_wav
 from preprocessing.features import is_artifact_name
 from preprocessing.report import DatasetError, FileOutcome, RunSummary
 
@@ -57,8 +57,6 @@ def list_path(source_dir: str, speaker: str, name: str) -> str:
 
 def _check_clip(path: Path, sampling_rate: int | None) -> WavCheck:
     """The trainer's requirements (modules.wavcheck) plus 4.1's shortest clip for the file lists."""
-    from modules.wavcheck import WavRequirements, check_wav
-
     min_samples = int(MIN_SECONDS * sampling_rate) if sampling_rate else 0
     return check_wav(path, WavRequirements(sampling_rate=sampling_rate, min_samples=min_samples))
 
@@ -95,7 +93,7 @@ def scan(source_dir: str, *, sampling_rate: int | None = 44100, progress: bool =
                 continue
             check = _check_clip(f, sampling_rate)
             if check.problem is WavProblem.TOO_SHORT:  # 4.1 leaves these out silently
-                out.summary.add(FileOutcome(str(f), "skipped", f"shorter than {MIN_SECONDS} s ({check.seconds:.2f} s)"))
+                out.summary.add(FileOutcome(str(f), "skipped", f"shorter than {MIN_SECONDS} s"))
                 continue
             if check.problem:
                 out.summary.add(FileOutcome(str(f), "failed", check.reason))
