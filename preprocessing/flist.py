@@ -7,8 +7,10 @@ Differences from 4.1 (deliberate, see docs/compat/preprocess.md):
 * the shuffles use ``random.Random(seed)`` (4.1: unseeded), so the split is reproducible;
 * speaker folders without usable audio get no id (4.1 gave them one); a speaker with too few
   clips for the validation split is an error instead of silently never being trained;
-* files the trainer cannot read (wrong rate, not 16-bit PCM, not mono, truncated, unreadable)
-  are reported and left out instead of breaking training later.
+* files the trainer cannot read (wrong rate, not 16-bit PCM, not mono, truncated, unreadable:
+  :func:`modules.wavcheck.check_wav`) are reported and left out instead of breaking training later;
+* the dataset quality summary (:mod:`preprocessing.quality`) is logged first; ``strict`` stops
+  before anything is written when a clip cannot be trained on.
 """
 
 from __future__ import annotations
