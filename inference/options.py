@@ -128,7 +128,8 @@ class ConversionOptions:
                           "part of the crossfade (-lg) that is blended", ("-lgr", "--linear_gradient_retain"),
                           minimum=0, maximum=1)
     f0_predictor: str = _opt("pm", "choice", "", "F0 predictor",
-                             "f0 predictor (crepe / rmvpe / fcpe use the f0 filter threshold)",
+                             "f0 predictor: a name from the modules.F0Predictor registry (pm, dio, harvest, crepe, "
+                             "rmvpe, fcpe; crepe / rmvpe / fcpe use the f0 filter threshold)",
                              ("-f0p", "--f0_predictor"), choices=f0_predictor_choices)
     enhancer_adaptive_key: float = _opt(0, "float", "semitones", "Enhancer adaptive key (semitones)",
                                         "shift the NSF-HiFiGAN enhancer's range (lets it reach higher notes)",
@@ -320,7 +321,8 @@ def add_arguments(parser: argparse.ArgumentParser | Any, *, exclude: tuple[str, 
     """One flag per option (4.1's names, types and defaults); ``dest`` is the field name.
 
     Per-input options (``-t``) take several values (a list default). Choices are not passed to
-    argparse: the options object validates them (one message, one place).
+    argparse (reading the registry would import torch and slow ``--help``): the options object
+    validates them (one message, one place).
     """
     for name, spec in ConversionOptions.fields_meta().items():
         if name in exclude or not spec.flags:
@@ -338,7 +340,7 @@ def add_arguments(parser: argparse.ArgumentParser | Any, *, exclude: tuple[str, 
                                 help=text + " (one per input, padded with the first)")
         else:
             if spec.kind == "choice":
-                text += f"; one of: {', '.join(ConversionOptions.choices(name))}"
+                text += f"; default {default} (an invalid name lists the valid ones)"
             parser.add_argument(*spec.flags, dest=name, type=typ, default=default, metavar=metavar, help=text)
 
 
