@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DATASET_DIR = Path("dataset/44k")     # 4.1's resampled training clips: dataset/44k/<speaker>/*.wav
 MAX_REF_CLIPS = 8                     # reference clips per speaker (enough for a stable mean embedding)
 SCORE_F0_PREDICTOR = "fcpe"           # pitch tracker of both sides (evaluate.py's default)
+SCORE_BY_DEFAULT = True              # the page's "score the result" box (cost: docs/bench/eval.md)
 LEAKAGE_TEXT = "closer to the source than to the target: timbre leakage"
 
 # Spectrogram: the synthesizer's log-mel front end at the output's rate (44.1 kHz models: 2048-point
