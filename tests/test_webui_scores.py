@@ -74,6 +74,24 @@ def test_output_in_the_source_voice_is_flagged_as_timbre_leakage(clips, scorer):
     assert "closer to the target speaker than to the input" in converted.markdown
 
 
+def test_the_same_input_is_analysed_once(clips, scorer, monkeypatch):
+    from evaluation.analysis import load_for_analysis
+
+    src, up2 = load_for_analysis(clips["src"]), load_for_analysis(clips["up2"])
+    scorer.clear_cache()
+    seen = []
+    analyzer = scorer.analyzer(None)
+    real = analyzer.analyze
+    monkeypatch.setattr(analyzer, "analyze", lambda wav, **k: seen.append(k["what"]) or real(wav, **k))
+    first = scorer.score(src, up2, transpose=2)
+    again = scorer.score(src.copy(), up2, transpose=2)   # same samples, another array
+    assert seen == ["input audio", "converted audio", "converted audio"] and again == first
+    for i in range(sc.SOURCE_CACHE):   # older inputs are dropped: the cache stays small
+        scorer.analyze_source(src * (0.5 + 0.1 * i))
+    scorer.score(src, up2, transpose=2)
+    assert seen[-2:] == ["input audio", "converted audio"] and len(scorer._sources) == sc.SOURCE_CACHE
+
+
 def test_target_references_uploads_win_then_the_dataset_folder(clips):
     files, text = sc.target_references("baritone", dataset_dir=clips["dataset"])
     assert len(files) == sc.MAX_REF_CLIPS and files[0].name == "00.wav" and files[-1].name == "09.wav"

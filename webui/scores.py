@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DATASET_DIR = Path("dataset/44k")     # 4.1's resampled training clips: dataset/44k/<speaker>/*.wav
 MAX_REF_CLIPS = 8                     # reference clips per speaker (enough for a stable mean embedding)
+SOURCE_CACHE = 4                      # analyses of recent inputs kept (the same song is often converted again)
 SCORE_F0_PREDICTOR = "fcpe"           # pitch tracker of both sides (evaluate.py's default)
 SCORE_BY_DEFAULT = True              # the page's "score the result" box (cost: docs/bench/eval.md)
 LEAKAGE_TEXT = "closer to the source than to the target: timbre leakage"
@@ -106,6 +107,7 @@ class ConversionScorer:
         self.speaker_weights = speaker_weights
         self._analyzers: dict[str, Any] = {}
         self._refs: dict[tuple, np.ndarray] = {}
+        self._sources: dict[tuple, Any] = {}   # (device, digest of the 16 kHz input) → Analysis, oldest first
         self._lock = threading.Lock()
         self._no_speaker = ""   # why speaker similarity is off ("" = on)
 
@@ -126,6 +128,25 @@ class ConversionScorer:
                     self._no_speaker = str(e)
                     self._analyzers[key] = Analyzer(f0_predictor=self.f0_predictor, device=device, with_speaker=False)
             return self._analyzers[key]
+
+    def clear_cache(self) -> None:
+        """Forget the cached input analyses and reference embeddings (the models stay loaded)."""
+        self._sources.clear()
+        self._refs.clear()
+
+    def analyze_source(self, source: np.ndarray, device: Any = None):
+        """:class:`~evaluation.analysis.Analysis` of a 16 kHz input, cached by content: converting the
+        same song again with other settings re-analyses only the output."""
+        import hashlib
+
+        digest = hashlib.blake2b(np.ascontiguousarray(source, np.float32).tobytes(), digest_size=16).digest()
+        key = (str(device), digest)
+        if key not in self._sources:
+            analysis = self.analyzer(device).analyze(source, what="input audio")
+            while len(self._sources) >= SOURCE_CACHE:
+                self._sources.pop(next(iter(self._sources)))
+            self._sources[key] = analysis
+        return self._sources[key]
 
     def reference_embedding(self, files: Sequence[Path], device: Any = None) -> np.ndarray:
         """Mean speaker embedding ``[256]`` of ``files`` (cached by path, size and modification time)."""
@@ -148,7 +169,7 @@ class ConversionScorer:
         from evaluation.analysis import compare
 
         analyzer = self.analyzer(device)
-        src = analyzer.analyze(source, what="input audio")
+        src = self.analyze_source(source, device)
         out = analyzer.analyze(converted, what="converted audio")
         speaker_on = analyzer.encoder is not None
         target = self.reference_embedding(list(references), device) if references and speaker_on else None
