@@ -25,6 +25,7 @@ import torch
 from diffusion.data_loaders import get_data_loaders
 from diffusion.unit2mel import Unit2Mel, build_model, read_checkpoint
 from modules.checkpoint import atomic_torch_save, checkpoint_step, latest_checkpoint_path, load_state_dict_checked
+from modules.device import resolve_device
 from modules.errors import ConfigError, SvcError
 
 log = logging.getLogger(__name__)
@@ -40,20 +41,6 @@ class TrainingError(SvcError):
 
 
 # --- set-up ---------------------------------------------------------------------------------------
-def resolve_device(name: str | None) -> torch.device:
-    """``cuda`` / ``cuda:N`` / ``cpu`` (None → cuda if available) with a clear error if CUDA is missing."""
-    if name is None or str(name) == "":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(str(name))
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available; set 'device: cpu' in the diffusion "
-                          "config or pass --device cpu")
-    return dev
-
-
 @dataclass
 class TrainState:
     args: Any
