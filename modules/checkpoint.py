@@ -453,3 +453,21 @@ def clean_checkpoints(path_to_models: str | os.PathLike = "logs/44k/", n_ckpts_t
             except FileNotFoundError:
                 pass
     return deleted
+
+
+# --- self-describing checkpoints ----------------------------------------------------------------
+CONFIG_KEY = "config"  # extra key of our G_/D_/model_ files: the full config the model was trained with
+
+
+def config_from_checkpoint(path: str | os.PathLike) -> dict | None:
+    """The config stored in a checkpoint written by this project (``G_*.pth``, ``D_*.pth``,
+    diffusion ``model_*.pt``; speaker map included as ``spk``), or None for a 4.1 file without one.
+
+    Only the small ``config`` entry is read; the tensors are memory-mapped, not loaded. A side
+    ``config.json`` given by the user still wins over this (callers decide).
+    """
+    ckpt = torch_load(path, what="model file", mmap=zipfile.is_zipfile(path))
+    if not isinstance(ckpt, dict):
+        return None
+    config = ckpt.get(CONFIG_KEY)
+    return dict(config) if isinstance(config, Mapping) else None

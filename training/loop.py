@@ -30,6 +30,7 @@ import math
 import os
 import random
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -39,7 +40,8 @@ from torch.nn.utils import parametrize
 
 from models import MultiPeriodDiscriminator, SynthesizerTrn
 from models.train_step import discriminator_step_loss, generator_forward, generator_step_losses
-from modules.checkpoint import checkpoint_step, clean_checkpoints, load_checkpoint, save_checkpoint, torch_load
+from modules.checkpoint import (CONFIG_KEY, checkpoint_step, clean_checkpoints, load_checkpoint, save_checkpoint,
+                                torch_load)
 from modules.config_types import SovitsConfig
 from modules.errors import ConfigError, SvcError
 from training import runner
@@ -394,7 +396,7 @@ def restore(state: TrainState, point: ResumePoint | None, *, rng: bool = True) -
                     st[k] = v.float()
     state.epoch = max(int(epoch), 1)
     state.global_step = point.step + 1
-    extra = torch_load(point.g_path, what="so-vits-svc checkpoint", mmap=True).get("train_state")
+    extra = torch_load(point.g_path, what="so-vits-svc checkpoint", mmap=zipfile.is_zipfile(point.g_path)).get("train_state")
     if extra:
         runner.restore_progress_state(state.progress, extra, rng=rng)
         if extra.get("scaler") and state.scaler.is_enabled():
@@ -600,7 +602,7 @@ def save_checkpoints(state: TrainState) -> None:
     scaler = state.scaler.state_dict() if state.scaler.is_enabled() else None
     train_state = runner.progress_state_dict(state.progress, scaler=scaler)
     for net, optim, name in ((state.net_g, state.optim_g, "G"), (state.net_d, state.optim_d, "D")):
-        extra = {"step": step, "config": config}
+        extra = {"step": step, CONFIG_KEY: config}
         if name == "G":
             extra["train_state"] = train_state
         with _portable(optim):

@@ -431,7 +431,7 @@ def _run_epoch(job: TrainJob, plan: RunPlan, bar: Any) -> str:
             return "rolled back"  # step and epoch are the checkpoint's now: that epoch starts again
         if main:
             job.after_step(report, batch_index, n_batches)
-            if _save_due(plan, p):
+            if p.consecutive_bad == 0 and _save_due(plan, p):  # never save inside a NaN streak
                 save_now(job)
             if bar is not None:
                 bar.update(1)
