@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train(hps, device=args.device, max_steps=args.max_steps)
     log.info("finished at step %d; last checkpoint %s", result.global_step,
              result.checkpoints[-1] if result.checkpoints else "(none this run)")
-    return 0
+    return result.exit_code
 
 
 if __name__ == "__main__":
