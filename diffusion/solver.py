@@ -28,7 +28,7 @@ import torch
 from diffusion.data_loaders import get_data_loaders
 from diffusion.unit2mel import Unit2Mel, build_model, read_checkpoint
 from modules.checkpoint import (CONFIG_KEY, atomic_torch_save, checkpoint_step, latest_checkpoint_path,
-                                load_state_dict_checked)
+                                load_state_dict_checked, remove_interrupted_saves)
 from modules.device import resolve_device
 from modules.errors import ConfigError, SvcError
 from training import runner
@@ -102,6 +102,8 @@ def prepare(args, *, device: str | None = None) -> TrainState:
     optimizer = torch.optim.AdamW(model.parameters())
     state = TrainState(args, dev, model, optimizer, None, vocoder, 0)
     expdir = Path(cfg.expdir)
+    if expdir.is_dir():
+        remove_interrupted_saves(expdir, ("model_*",))
     latest = latest_checkpoint_path(expdir, "model_*.pt") if expdir.is_dir() else None
     if latest is not None:
         load_resume_point(state, Path(latest))

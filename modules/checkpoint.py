@@ -17,6 +17,7 @@ SoVITS checkpoints (``G_*.pth`` / ``D_*.pth``) keep the 4.1 layout (spec §7.1):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -471,3 +472,19 @@ def config_from_checkpoint(path: str | os.PathLike) -> dict | None:
         return None
     config = ckpt.get(CONFIG_KEY)
     return dict(config) if isinstance(config, Mapping) else None
+
+
+def remove_interrupted_saves(dir_path: str | os.PathLike, names: Iterable[str] = ("G_*", "D_*", "model_*")) -> list[Path]:
+    """Delete temporaries that a killed save left (``.<name>.<random>.tmp.<suffix>``, see
+    :func:`modules.io_utils.atomic_path`) for checkpoints matching ``names``. Call it only while no
+    other process saves into ``dir_path`` (at the start of training). Returns what was deleted."""
+    removed = []
+    for pattern in names:
+        for p in Path(dir_path).glob(f".{pattern}.*.tmp.*"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    if removed:
+        log.warning("%s: removed %d partial file(s) of interrupted saves: %s", dir_path, len(removed),
+                    ", ".join(p.name for p in removed))
+    return removed

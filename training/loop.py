@@ -40,8 +40,8 @@ from torch.nn.utils import parametrize
 
 from models import MultiPeriodDiscriminator, SynthesizerTrn
 from models.train_step import discriminator_step_loss, generator_forward, generator_step_losses
-from modules.checkpoint import (CONFIG_KEY, checkpoint_step, clean_checkpoints, load_checkpoint, save_checkpoint,
-                                torch_load)
+from modules.checkpoint import (CONFIG_KEY, checkpoint_step, clean_checkpoints, load_checkpoint, remove_interrupted_saves,
+                                save_checkpoint, torch_load)
 from modules.config_types import SovitsConfig
 from modules.errors import ConfigError, SvcError
 from training import runner
@@ -659,6 +659,7 @@ def run_worker(options: TrainOptions, runtime: Runtime) -> int:
     if runtime.is_main:
         prepare_model_dir(options)
         setup_logging(log_file=options.model_dir / "train.log")
+        remove_interrupted_saves(options.model_dir, ("G_*", "D_*"))
     else:
         logging.getLogger().setLevel(logging.WARNING)
     if runtime.distributed:
