@@ -396,18 +396,28 @@ def _postfix(report: StepReport, keys: tuple[str, ...]) -> dict[str, str]:
     return {k: f"{report.losses[k]:.3g}" for k in keys if k in report.losses}
 
 
-def _progress_line(job: TrainJob, report: StepReport, bar: Any) -> None:
+def _progress_line(job: TrainJob, plan: RunPlan, report: StepReport, done: int, started: float) -> None:
+    """``step N (epoch E): losses, s/step, ETA`` (the bar's figures, for log files)."""
     p = job.progress
-    rate = bar.format_dict.get("rate") if bar is not None else None
+    secs = (time.monotonic() - started) / done if done else float("nan")
     eta = ""
-    if rate and bar.total:
-        eta = f", ETA {bar.format_interval((bar.total - bar.n) / rate)}"
-    secs = f", {1 / rate:.2f} s/step" if rate else ""
+    if plan.total_steps and done and math.isfinite(secs):
+        left = max(plan.total_steps - done, 0) * secs
+        eta = f", ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+    rate = f", {secs:.2f} s/step" if math.isfinite(secs) else ""
     losses = ", ".join(f"{k} {v:.3f}" for k, v in report.losses.items() if math.isfinite(v))
-    log.info("step %d (epoch %d): %s%s%s", p.step, p.epoch, losses, secs, eta)
+    log.info("step %d (epoch %d): %s%s%s", p.step, p.epoch, losses, rate, eta)
 
 
-def _run_epoch(job: TrainJob, plan: RunPlan, bar: Any) -> str:
+@dataclass
+class _Clock:
+    """Steps and seconds of this run, for the minute lines' rate and ETA."""
+
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0
+
+
+def _run_epoch(job: TrainJob, plan: RunPlan, bar: Any, clock: _Clock) -> str:
     """One epoch → "done", "stop" (max steps / signal) or "rolled back" (epoch starts again)."""
     p, main = job.progress, job.runtime.is_main
     batches = job.begin_epoch()
@@ -425,6 +435,7 @@ def _run_epoch(job: TrainJob, plan: RunPlan, bar: Any) -> str:
                 raise TrainingError(job.memory_advice("CPU")) from None
             raise
         p.step_times.append(time.perf_counter() - t0)
+        clock.done += 1
         if not job.runtime.distributed and p.stop_requested:
             p.stop_now = True
         if _guard(job, plan, report) and _roll_back(job, plan):
@@ -437,7 +448,7 @@ def _run_epoch(job: TrainJob, plan: RunPlan, bar: Any) -> str:
                 bar.update(1)
                 bar.set_postfix(_postfix(report, plan.bar_losses) | {"step": p.step}, refresh=False)
             if time.monotonic() - p.last_log_time >= PROGRESS_LOG_SECONDS:
-                _progress_line(job, report, bar)
+                _progress_line(job, plan, report, clock.done, clock.started)
                 p.last_log_time = time.monotonic()
         p.step += 1
         if p.stop_now or _reached(plan, p):
@@ -461,10 +472,11 @@ def run(job: TrainJob, plan: RunPlan) -> int:
     bar = tqdm(total=plan.total_steps, initial=0, desc="training", unit="step", dynamic_ncols=True,
                disable=None if main else True, leave=False) if main else None
     p.last_log_time = time.monotonic() - PROGRESS_LOG_SECONDS  # the first step is logged at once
+    clock = _Clock()
     try:
         with stop_on_signals(p, job.runtime):
             while p.epoch <= plan.last_epoch:
-                outcome = _run_epoch(job, plan, bar)
+                outcome = _run_epoch(job, plan, bar, clock)
                 if outcome == "stop":
                     break
                 if outcome == "done":
