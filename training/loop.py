@@ -199,6 +199,10 @@ def load_config(options: TrainOptions) -> Any:
 
     hps = get_hparams_from_file(options.config_path)
     path = options.config_path
+    try:
+        SovitsConfig.from_hparams(hps)  # value kinds checked before anything slow happens
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     hop = int(hps.data.hop_length)
     if int(hps.train.segment_size) % hop or int(hps.train.segment_size) < hop:
         raise ConfigError(f"{path}: train.segment_size {hps.train.segment_size} must be a positive multiple of "

@@ -32,6 +32,7 @@ import random
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Protocol
 
@@ -205,7 +206,7 @@ class Progress:
     last_log_time: float = field(default_factory=time.monotonic)
     stop_requested: str = ""         # name of the signal that asked to stop, if any
     stop_now: bool = False           # all ranks agreed (in the last step) to stop
-    step_times: list[float] = field(default_factory=list)
+    step_times: deque[float] = field(default_factory=lambda: deque(maxlen=1000))  # seconds of recent steps
 
 
 @dataclass
