@@ -325,6 +325,7 @@ class DiffusionJob:
         train = state.args.train
         self.interval_log, self.interval_val = int(train.interval_log), int(train.interval_val)
         self.force_save, self.save_opt = int(train.interval_force_save), bool(train.save_opt)
+        self.timed_save: int | None = None    # step of this run's last off-cadence save
 
     def begin_epoch(self) -> Any:
         return self.loader_train
@@ -366,6 +367,10 @@ class DiffusionJob:
             previous = step - self.interval_val
             if previous % self.force_save != 0:
                 self.saver.delete_model(previous)
+        # a save off the validation cadence (timer) is only kept until the next save of this run
+        if self.timed_save is not None and self.timed_save != step:
+            self.saver.delete_model(self.timed_save)
+        self.timed_save = step if step % self.interval_val and step % self.force_save else None
 
     def rollback(self) -> bool:
         latest = latest_checkpoint_path(self.saver.expdir, "model_*.pt")

@@ -109,3 +109,43 @@ def test_start_line_and_threads_flag(tiny_run, caplog):
     assert "s/step, ETA 0:00:00" in line  # one step of one: nothing left
     assert run_train("-c", str(cfg), "-m", "44k", "--threads", "0") == 2
     json.loads(cfg.read_text())  # config untouched
+
+
+class _FakeJob:
+    """A TrainJob without a model: each step advances a fake clock by 40 s."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.progress = runner.Progress(step=0, epoch=1)
+        self.progress.last_save_time = clock[0]
+        self.runtime = runner.Runtime(torch.device("cpu"))
+        self.clock, self.saved = clock, []
+
+    def begin_epoch(self):
+        return list(range(5))
+
+    def train_step(self, batch):
+        self.clock[0] += 40.0
+        return runner.StepReport({"loss": 1.0})
+
+    def after_step(self, report, batch_index, n_batches):
+        pass
+
+    def save(self):
+        self.saved.append(self.progress.step)
+
+    def rollback(self):
+        return False
+
+    def memory_advice(self, where):
+        return where
+
+
+def test_saves_by_minutes_and_at_the_end(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    job = _FakeJob(clock)
+    plan = runner.RunPlan(last_epoch=1, save_every_minutes=1.0, total_steps=5)
+    assert runner.run(job, plan) == 0
+    # 40 s per step: 80 s after the start (step 1) and 80 s after that (step 3); then the last step
+    assert job.saved == [1, 3, 4]
+    assert job.progress.step == 5 and job.progress.epoch == 1
