@@ -74,17 +74,9 @@ def split_list_by_n(seq: Sequence, n: int, pre: int = 0):
 
 
 def _resolve_device(device: Any) -> torch.device:
-    if device is None or device == "" or (isinstance(device, str) and device.lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SvcError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SvcError(f"device {device!r} requested but CUDA is not available here; use -d cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise SvcError(f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
+    from modules.device import resolve_device
+
+    return resolve_device(device)
 
 
 # --- config ↔ checkpoint diagnosis ---------------------------------------------------------------
