@@ -46,7 +46,7 @@ from eval_helpers import sung  # noqa: E402
 from evaluation.analysis import ANALYSIS_SR, Analyzer, load_for_analysis  # noqa: E402
 from evaluation.runner import EvalOptions, EvalPair, evaluate  # noqa: E402
 from evaluation.speaker import embed_utterance  # noqa: E402
-from evaluation.training import ValidationScorer, score_validation  # noqa: E402
+from evaluation.training import ValidationHook, ValidationScorer, score_validation  # noqa: E402
 from modules.audio import resample, save_audio  # noqa: E402
 
 SR = 44100
@@ -104,6 +104,18 @@ def bench_training(args) -> None:
     wall, cpu = timed(lambda: score_validation(items, DATA, scorer=scorer), args.repeat)
     print(f"score_validation(): {args.val_items} items × {args.val_seconds:.0f} s: {wall:.2f} s wall, {cpu:.2f} s CPU "
           f"per validation pass ({wall / args.val_items:.2f} s wall per item)")
+    # what train.py runs per pass: the hook (scores + val/* scalars + best.json)
+    with tempfile.TemporaryDirectory() as tmp:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(tmp)
+        hook = ValidationHook(DATA, tmp, device="cpu")
+        hook.scorer = scorer
+        steps = iter(range(0, 10**9, args.eval_interval))
+        wall, cpu = timed(lambda: hook(items, next(steps), writer=writer), args.repeat)
+        writer.close()
+    print(f"ValidationHook (train.py's call: scores, val/* scalars, best.json): {wall:.2f} s wall, {cpu:.2f} s CPU "
+          "per validation pass")
     if not args.train_step:
         return
     import bench_train
@@ -178,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-interval", type=int, default=800, help="4.1's default eval_interval")
     p.add_argument("--train-step", action="store_true", help="also time a training step (≈3 GB RAM)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps")
+    p.add_argument("--train-only", action="store_true", help="skip part 1 (evaluate.py's metric set)")
     p.add_argument("--webui", action="store_true", help="only part 3: the web UI's result panel vs its conversion")
     p.add_argument("--panel-f0p", nargs="+", default=["fcpe", "pm"], help="part 3: pitch trackers to time")
     args = p.parse_args(argv)
@@ -187,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             bench_webui(args, Path(tmp))
         return 0
     print(f"{args.threads} thread(s), CPU, F0 predictor {args.f0p}")
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_cli(args, Path(tmp))
+    if not args.train_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_cli(args, Path(tmp))
     bench_training(args)
     return 0
 
