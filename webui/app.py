@@ -192,8 +192,9 @@ def _result_panel() -> SimpleNamespace:
             ui.refs = gr.Files(label=f"Target speaker's reference clips (optional; default: "
                                      f"{sc.DATASET_DIR}/<speaker>/)", elem_id="score_refs", height=FILE_BOX_HEIGHT)
         ui.panel = gr.Markdown(elem_id="score_panel")
-        ui.spectrogram = gr.Image(label="Spectrogram: input (top) and output", type="numpy", interactive=False,
-                                  elem_id="spectrogram")
+        # no label: it would cover the figure's own "input" title
+        ui.spectrogram = gr.Image(label="Spectrogram: input (top) and output", show_label=False, type="numpy",
+                                  interactive=False, elem_id="spectrogram")
     return ui
 
 
