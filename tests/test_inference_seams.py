@@ -147,3 +147,34 @@ def test_inference_ready_object_leaves_the_source_model_unchanged(one_thread):
     assert torch.equal(again, ref) and rel_err(prepared, ref) < 1e-5
     # the 4.1-era name returns the new object too
     assert net.prepare_for_inference() is not net and not net.inference_ready
+
+
+# --- realtime settings checked against ConversionOptions ----------------------------------------------
+def test_realtime_settings_take_shared_ranges_from_conversion_options():
+    import dataclasses
+
+    from inference.options import ConversionOptions
+    from inference.realtime import RealtimeSettings
+    from inference.realtime.settings import SHARED_OPTIONS
+    from modules.errors import ConfigError
+
+    fields = {f.name: f for f in dataclasses.fields(RealtimeSettings)}
+    kinds = {"float": "float", "int": "int", "bool": "bool", "choice": "str"}
+    for name, option in SHARED_OPTIONS.items():  # same JSON type as the option's kind
+        assert fields[name].type == kinds[ConversionOptions.spec(option).kind], name
+    spec = ConversionOptions.spec("transpose")
+    RealtimeSettings(transpose=spec.maximum).validate()
+    with pytest.raises(ConfigError, match=r"transpose.*\[-48, 48\]"):
+        RealtimeSettings(transpose=spec.maximum + 1).validate()
+    with pytest.raises(ConfigError, match=r"f0_threshold.*cr_threshold"):
+        RealtimeSettings(f0_threshold=1.5).validate()
+    with pytest.raises(ConfigError, match=r"noise_scale.*noice_scale"):
+        RealtimeSettings(noise_scale=-0.1).validate()
+    with pytest.raises(ConfigError, match="f0_predictor"):
+        RealtimeSettings(f0_predictor="yin").validate()
+    with pytest.raises(ConfigError, match="k_step"):
+        RealtimeSettings(k_step=1001).validate()
+    with pytest.raises(ConfigError, match="auto_f0"):
+        RealtimeSettings.from_dict({"auto_f0": 1.0})  # JSON type from the option's kind
+    opts = RealtimeSettings(transpose=3, noise_scale=0.2, f0_predictor="pm").conversion_options()
+    assert (opts.transpose, opts.noice_scale, opts.f0_predictor) == (3, 0.2, "pm")

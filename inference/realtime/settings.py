@@ -1,4 +1,10 @@
-"""Realtime settings (spec §11.3): what the GUI sets, saved as JSON (4.1 pickled it)."""
+"""Realtime settings (spec §11.3): what the GUI sets, saved as JSON (4.1 pickled it).
+
+The knobs a realtime conversion shares with an offline one (transpose, noise scale, f0 predictor
+and threshold, cluster ratio, automatic f0, enhancer key, diffusion depth, second encoding) take
+their type, range and choices from :class:`inference.options.ConversionOptions`' field metadata
+(:data:`SHARED_OPTIONS`); only the realtime-only settings are checked here.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from inference.options import ConversionOptions, OptionError
 from modules.errors import ConfigError
 
-__all__ = ["RealtimeSettings", "load_settings", "save_settings"]
+__all__ = ["SHARED_OPTIONS", "RealtimeSettings", "load_settings", "save_settings"]
+
+# realtime setting → ConversionOptions field it is checked against (names kept: they are the keys of
+# saved settings files and of the GUI's controls)
+SHARED_OPTIONS = {
+    "transpose": "transpose",
+    "noise_scale": "noice_scale",
+    "cluster_ratio": "cluster_infer_ratio",
+    "f0_predictor": "f0_predictor",
+    "f0_threshold": "cr_threshold",
+    "auto_f0": "auto_predict_f0",
+    "enhancer_adaptive_key": "enhancer_adaptive_key",
+    "k_step": "k_step",
+    "second_encoding": "second_encoding",
+}
+_KIND_TYPE = {"float": "float", "int": "int", "bool": "bool", "choice": "str"}  # OptionSpec.kind → JSON type
 
 
 @dataclass
@@ -67,7 +89,7 @@ class RealtimeSettings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # 5 → 5.0 for float fields; wrong types are errors
-            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), f.type, "settings"))
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _type_of(f), "settings"))
 
     # --- JSON ---
     def to_dict(self) -> dict[str, Any]:
@@ -82,7 +104,7 @@ class RealtimeSettings:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(known)}")
-        return cls(**{name: _coerce(name, value, known[name].type, source) for name, value in data.items()})
+        return cls(**{name: _coerce(name, value, _type_of(known[name]), source) for name, value in data.items()})
 
     def replace(self, **changes) -> "RealtimeSettings":
         return RealtimeSettings.from_dict({**self.to_dict(), **changes})
@@ -96,11 +118,7 @@ class RealtimeSettings:
         need(0.01 <= self.block_time <= 10, f"block_time must be in [0.01, 10] s, got {self.block_time}")
         need(0 < self.crossfade_time <= 1, f"crossfade_time must be in (0, 1] s, got {self.crossfade_time}")
         need(self.history_blocks >= 0, f"history_blocks must be ≥ 0, got {self.history_blocks}")
-        need(self.noise_scale >= 0, f"noise_scale must be ≥ 0, got {self.noise_scale}")
-        need(0 <= self.cluster_ratio <= 1, f"cluster_ratio must be in [0, 1], got {self.cluster_ratio}")
-        need(-96 <= self.transpose <= 96, f"transpose must be in [-96, 96] semitones, got {self.transpose}")
         need(self.threshold <= 0, f"threshold is in dB below full scale and must be ≤ 0, got {self.threshold}")
-        need(self.k_step >= 1, f"k_step must be ≥ 1, got {self.k_step}")
         need(self.diffusion_speedup >= 1, f"diffusion_speedup must be ≥ 1, got {self.diffusion_speedup}")
         need(self.feature_context >= 0, f"feature_context must be ≥ 0 s, got {self.feature_context}")
         need(self.sample_rate == 0 or 8000 <= self.sample_rate <= 384000,
@@ -108,10 +126,17 @@ class RealtimeSettings:
         from diffusion.samplers import SAMPLERS
         need(self.diffusion_method in SAMPLERS,
              f"unknown diffusion_method {self.diffusion_method!r}; choose one of: {', '.join(SAMPLERS)}")
-        from inference.components import f0_predictor_names
-        names = f0_predictor_names()
-        need(self.f0_predictor in names, f"unknown f0_predictor {self.f0_predictor!r}; choose one of: {', '.join(names)}")
+        for name, option in SHARED_OPTIONS.items():  # ranges and choices: ConversionOptions' metadata
+            try:
+                ConversionOptions.from_mapping({option: getattr(self, name)}, source=f"setting {name!r}")
+            except OptionError as e:
+                raise ConfigError(f"{e} (realtime setting {name!r} is the conversion option {option})") from None
         return self
+
+    def conversion_options(self) -> ConversionOptions:
+        """The shared knobs as :class:`ConversionOptions` (other fields at their defaults)."""
+        return ConversionOptions.from_mapping({o: getattr(self, n) for n, o in SHARED_OPTIONS.items()},
+                                              source="realtime settings")
 
     def resolved_config_path(self) -> Path:
         return Path(self.config_path) if self.config_path else Path(self.model_path).parent / "config.json"
@@ -120,6 +145,13 @@ class RealtimeSettings:
         if self.diffusion_config_path:
             return Path(self.diffusion_config_path)
         return Path(self.diffusion_model_path).parent / "config.yaml"
+
+
+def _type_of(f: dataclasses.Field) -> str:
+    """JSON type of a setting: a shared knob's comes from its ConversionOptions field."""
+    if f.name in SHARED_OPTIONS:
+        return _KIND_TYPE[ConversionOptions.spec(SHARED_OPTIONS[f.name]).kind]
+    return getattr(f.type, "__name__", f.type)
 
 
 def _coerce(name: str, value: Any, type_name: Any, source: str) -> Any:
