@@ -396,7 +396,7 @@ class Svc:
         check_finite(wav, "input audio")
         return np.ascontiguousarray(wav, dtype=np.float32)
 
-    def infer(self, speaker: Any, tran: float, raw_path: Any, *, frame: int = 0, spk_mix: bool = False,
+    def infer(self, speaker: Any, tran: float, raw_path: Any, *args: Any, frame: int = 0, spk_mix: bool = False,
               vol: torch.Tensor | None = None, start_frame: int | None = None, use_tqdm: bool = False,
               options: ConversionOptions | None = None, **option_values: Any):
         """Convert one segment (spec §10.2); 4.1's signature.
@@ -411,11 +411,15 @@ class Svc:
             options: the conversion options (``tran`` and ``option_values`` are applied on top);
                 ``option_values`` are 4.1's keywords (``cluster_infer_ratio``, ``noice_scale``,
                 ``f0_filter``, ``f0_predictor``, ``cr_threshold``, ``k_step``, ``seed`` ...), see
-                :class:`~inference.options.ConversionOptions`.
+                :class:`~inference.options.ConversionOptions`. ``args``: the same in 4.1's
+                positional order (:data:`INFER_41_ORDER`).
         Returns:
             ``(audio [T·hop] float32 tensor on the device, its length, T)``.
         """
-        opts = (options or ConversionOptions()).replace(transpose=tran, **option_values)
+        positional = _positional(INFER_41_ORDER, args, option_values)
+        frame = positional.pop("frame", frame)
+        spk_mix = positional.pop("spk_mix", spk_mix)
+        opts = (options or ConversionOptions()).replace(transpose=tran, **positional, **option_values)
         wav = self._load_segment(raw_path)
         with torch.inference_mode():
             return self._infer_wav(wav, speaker, opts, frame=frame, spk_mix=spk_mix, vol=vol,
@@ -505,7 +509,7 @@ class Svc:
         return out
 
     # ------------------------------------------------------------------ whole file (spec §10.3)
-    def slice_inference(self, raw_audio_path: Any, spk: Any, tran: float, *, progress: bool = True,
+    def slice_inference(self, raw_audio_path: Any, spk: Any, tran: float, *args: Any, progress: bool = True,
                         sr: int | None = None, on_slice_done: Callable[[], None] | None = None,
                         options: ConversionOptions | None = None, **option_values: Any) -> np.ndarray:
         """Convert a whole file → float32 audio at the model rate, as long as the input (4.1's
@@ -515,9 +519,12 @@ class Svc:
         ``raw_audio_path`` is a path (any soundfile format, any rate, mono or stereo) or a float
         array with its rate in ``sr``. ``spk``: speaker name/id, or (with ``use_spk_mix``) a
         ``spk_mix_map`` dict (spec §10.7). Equivalent to
-        ``convert(audio, sr, spk, options.replace(transpose=tran, **option_values))``.
+        ``convert(audio, sr, spk, options.replace(transpose=tran, **option_values))``. ``args``:
+        the options in 4.1's positional order (:data:`SLICE_INFERENCE_41_ORDER`; 4.1's web UI
+        passed them so).
         """
-        opts = (options or ConversionOptions()).replace(transpose=tran, **option_values)
+        positional = _positional(SLICE_INFERENCE_41_ORDER, args, option_values)
+        opts = (options or ConversionOptions()).replace(transpose=tran, **positional, **option_values)
         if isinstance(raw_audio_path, (np.ndarray, torch.Tensor)):
             if sr is None:
                 raise SvcError("slice_inference on an array needs its sample rate (sr=...)")
@@ -704,6 +711,27 @@ class Svc:
         if pos != total:
             raise AssertionError(f"assembled {pos} samples, expected {total}")
         return out
+
+
+# 4.1's positional parameter order after (speaker/raw path, spk, tran)
+SLICE_INFERENCE_41_ORDER = ("slice_db", "cluster_infer_ratio", "auto_predict_f0", "noice_scale", "pad_seconds",
+                            "clip_seconds", "lg_num", "lgr_num", "f0_predictor", "enhancer_adaptive_key",
+                            "cr_threshold", "k_step", "use_spk_mix", "second_encoding",
+                            "loudness_envelope_adjustment")
+INFER_41_ORDER = ("cluster_infer_ratio", "auto_predict_f0", "noice_scale", "f0_filter", "f0_predictor",
+                  "enhancer_adaptive_key", "cr_threshold", "k_step", "frame", "spk_mix", "second_encoding",
+                  "loudness_envelope_adjustment")
+
+
+def _positional(order: tuple[str, ...], args: tuple, keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """4.1 positional arguments → ``{name: value}``; too many, or one also given by keyword, raise."""
+    if len(args) > len(order):
+        raise TypeError(f"at most {len(order)} positional options ({', '.join(order)}), got {len(args)}")
+    named = dict(zip(order, args))
+    both = sorted(set(named) & set(keywords))
+    if both:
+        raise TypeError(f"option(s) {', '.join(both)} given both by position and by keyword")
+    return named
 
 
 def _split_at_quiet_points(y: np.ndarray, start: int, end: int, max_len: int, sr: int) -> list[tuple[int, int]]:

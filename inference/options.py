@@ -33,7 +33,15 @@ SEED = 52468  # SynthesizerTrn.infer's default seed (4.1)
 
 
 class OptionError(SvcError, ValueError):
-    """A conversion option is out of range, of the wrong type, or unknown (the message names it)."""
+    """A conversion option is out of range, of the wrong type, or unknown (the message names it).
+
+    ``field`` is the option's name (None for unknown names) and ``problem`` the message without
+    the name, so a front end can name the option its own way (the web UI uses its label)."""
+
+    def __init__(self, message: str, field: str | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.problem = problem or message
 
 
 @dataclass(frozen=True)
@@ -165,8 +173,8 @@ class ConversionOptions:
             if value is not getattr(self, name):
                 object.__setattr__(self, name, value)
         if self.clip_seconds > 0 and self.lg_num > self.clip_seconds:
-            raise OptionError(f"lg_num ({_flags(specs['lg_num'])}) must be in [0, clip_seconds = {self.clip_seconds}] "
-                              f"s (the crossfade cannot be longer than the clip length), got {self.lg_num}")
+            raise _bad("lg_num", specs["lg_num"], f"must be in [0, clip_seconds = {self.clip_seconds}] s (the "
+                       f"crossfade cannot be longer than the clip length), got {self.lg_num}")
 
     # ------------------------------------------------------------------ metadata
     @classmethod
@@ -227,6 +235,12 @@ class ConversionOptions:
 ALIASES = {"tran": "transpose"}  # 4.1 keyword names that differ from the field names
 
 
+def _bad(name: str, spec: OptionSpec, problem: str, source: str | None = None) -> OptionError:
+    """The error for option ``name``: ``[source: ]name (flags) problem``."""
+    where = _where(name, spec)
+    return OptionError(f"{source}: {where} {problem}" if source else f"{where} {problem}", name, problem)
+
+
 def _flags(spec: OptionSpec) -> str:
     return "/".join(spec.flags) if spec.flags else "no flag"
 
@@ -235,31 +249,30 @@ def _where(name: str, spec: OptionSpec) -> str:
     return f"{name} ({_flags(spec)})" if spec.flags else name
 
 
-def _check_value(name: str, spec: OptionSpec, value: Any) -> Any:
+def _check_value(name: str, spec: OptionSpec, value: Any, source: str | None = None) -> Any:
     """Type and range check of one value; returns it (ints given as numpy ints become ints)."""
-    where = _where(name, spec)
     if spec.kind == "bool":
         if not isinstance(value, bool):
-            raise OptionError(f"{where} must be true or false, got {value!r}")
+            raise _bad(name, spec, f"must be true or false, got {value!r}", source)
         return value
     if spec.kind == "choice":
         valid = ConversionOptions.choices(name)
         if value not in valid:
-            raise OptionError(f"{where} must be one of {', '.join(valid)}, got {value!r}")
+            raise _bad(name, spec, f"must be one of {', '.join(valid)}, got {value!r}", source)
         return value
     if isinstance(value, bool) or not _is_number(value):
-        raise OptionError(f"{where} must be a number{_unit(spec)}, got {value!r}")
+        raise _bad(name, spec, f"must be a number{_unit(spec)}, got {value!r}", source)
     if not math.isfinite(float(value)):
-        raise OptionError(f"{where} must be a finite number{_unit(spec)}, got {value!r}")
+        raise _bad(name, spec, f"must be a finite number{_unit(spec)}, got {value!r}", source)
     if spec.kind == "int":
         if float(value) != int(value):
-            raise OptionError(f"{where} must be a whole number, got {value!r}")
+            raise _bad(name, spec, f"must be a whole number, got {value!r}", source)
         value = int(value)
     elif type(value) not in (int, float):
         value = float(value)  # numpy scalars: plain Python numbers (stable names, JSON)
     lo, hi = spec.minimum, spec.maximum
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise OptionError(f"{where} must be in {spec.range_text()}{_unit(spec)}, got {value!r}")
+        raise _bad(name, spec, f"must be in {spec.range_text()}{_unit(spec)}, got {value!r}", source)
     return value
 
 
@@ -277,7 +290,6 @@ def _is_number(value: Any) -> bool:
 
 def _coerce(name: str, spec: OptionSpec, value: Any, source: str) -> Any:
     """Loosely typed ``value`` → the field's type; the range check is left to ``__post_init__``."""
-    where = f"{source}: {_where(name, spec)}"
     if spec.kind == "bool":
         if isinstance(value, str):
             low = value.strip().lower()
@@ -285,7 +297,7 @@ def _coerce(name: str, spec: OptionSpec, value: Any, source: str) -> Any:
                 return True
             if low in ("false", "0", "no", "off", ""):
                 return False
-            raise OptionError(f"{where} must be true or false, got {value!r}")
+            raise _bad(name, spec, f"must be true or false, got {value!r}", source)
         if value is None:
             return False
         if isinstance(value, (int, float)) and value in (0, 1):
@@ -293,10 +305,10 @@ def _coerce(name: str, spec: OptionSpec, value: Any, source: str) -> Any:
         return value  # rejected by the check, naming the value
     if spec.kind == "choice":
         if value is None or value == "":
-            raise OptionError(f"{where} is empty; choose one of {', '.join(ConversionOptions.choices(name))}")
+            raise _bad(name, spec, f"is empty; choose one of {', '.join(ConversionOptions.choices(name))}", source)
         return str(value)
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise OptionError(f"{where} is empty; enter a number (default {ConversionOptions.default(name)})")
+        raise _bad(name, spec, f"is empty; enter a number (default {ConversionOptions.default(name)})", source)
     if isinstance(value, str):
         try:
             value = int(value)
@@ -304,14 +316,14 @@ def _coerce(name: str, spec: OptionSpec, value: Any, source: str) -> Any:
             try:
                 value = float(value)
             except ValueError:
-                raise OptionError(f"{where} must be a number{_unit(spec)}, got {value!r}") from None
+                raise _bad(name, spec, f"must be a number{_unit(spec)}, got {value!r}", source) from None
     if not _is_number(value) or isinstance(value, bool):
-        raise OptionError(f"{where} must be a number{_unit(spec)}, got {value!r}")
+        raise _bad(name, spec, f"must be a number{_unit(spec)}, got {value!r}", source)
     if not math.isfinite(float(value)):
-        raise OptionError(f"{where} must be a finite number, got {value!r}")
+        raise _bad(name, spec, f"must be a finite number, got {value!r}", source)
     if spec.kind == "int":
         if float(value) != round(float(value)):
-            raise OptionError(f"{where} must be a whole number, got {value!r}")
+            raise _bad(name, spec, f"must be a whole number, got {value!r}", source)
         return int(round(float(value)))
     return value
 

@@ -167,3 +167,21 @@ def test_library_code_never_applies_the_runtime_profile():
             if any(n.startswith("modules.runtime") for n in names):
                 offenders.append(f"{rel}: imports modules.runtime")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("script", ["inference_main", "webUI", "gui"])
+def test_scripts_take_threads_and_apply_the_profile_in_main(script):
+    import ast
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    mod = importlib.import_module(script)
+    assert mod.build_parser().parse_args(["--threads", "3"]).threads == 3
+    tree = ast.parse((ROOT / f"{script}.py").read_text(encoding="utf-8"))
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    calls = {n.func.id for n in ast.walk(main) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "apply_inference_profile" in calls
+    interactive = next(k.value.value for n in ast.walk(main) if isinstance(n, ast.Call)
+                       and getattr(n.func, "id", "") == "apply_inference_profile"
+                       for k in n.keywords if k.arg == "interactive")
+    assert interactive is (script != "inference_main")  # web UI and realtime GUI are interactive

@@ -70,6 +70,12 @@ def test_convert_is_the_path_slice_inference_takes(svc, clip):
     assert len(calls) >= 2
     with pytest.raises(SvcError, match="unknown conversion option"):
         convert(svc, clip, noise_scale=0.3)
+    # 4.1's web UI passed the options positionally (slice_db, cluster_infer_ratio, auto_predict_f0, noice_scale,
+    # pad_seconds, clip_seconds, lg_num, lgr_num, ...)
+    pos = svc.slice_inference(clip, "bob", 2, -40, 0.5, False, 0.3, 0.5, 0.5, 0.1, sr=SR, progress=False, seed=5)
+    np.testing.assert_array_equal(pos, ref)
+    seg = svc.infer("bob", 0, clip[:20000], 0, False, 0.2)[0]
+    torch.testing.assert_close(seg, svc.infer("bob", 0, clip[:20000], noice_scale=0.2)[0], rtol=0, atol=0)
 
 
 def test_speakers_and_transposition_change_the_output(svc, clip):
