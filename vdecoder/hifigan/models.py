@@ -278,7 +278,7 @@ class Generator(nn.Module):
         (default :meth:`default_source`) → audio ``[B, 1, T·upp]``."""
         har_source = self.harmonic_source(f0, source).to(x.dtype)
         if self.conv2d:
-            # Inference layout [B, C, 1, L] channels-last (see prepare_for_inference).
+            # Inference layout [B, C, 1, L] channels-last (inference-ready copies, see for_inference).
             cl = torch.channels_last
             x = x.unsqueeze(2).contiguous(memory_format=cl)
             har_source = har_source.unsqueeze(2).contiguous(memory_format=cl)
