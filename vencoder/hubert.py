@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modules.checkpoint import mark_random_weights
 from modules.errors import CheckpointError
 
 from .base import ModuleEncoder, SpeechEncoder
@@ -415,7 +416,7 @@ def write_fairseq_hubert(spec: Any, path: Path, *, size: str, seed: int) -> None
         "extra_state": {"metrics": {}, "previous_training_time": 0.0,
                         "train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True}},
     }
-    save_fairseq_checkpoint(ckpt, path)
+    save_fairseq_checkpoint(mark_random_weights(ckpt), path)
 
 
 def write_hubert_soft(spec: Any, path: Path, *, size: str, seed: int) -> None:
@@ -445,4 +446,4 @@ def write_hubert_soft(spec: Any, path: Path, *, size: str, seed: int) -> None:
     shapes.update({"proj.weight": (proj, e), "proj.bias": (proj,), "label_embedding.weight": (100, proj)})
     sd = fill_random(shapes, seed=seed)
     sd["positional_embedding.conv.weight_g"] = weight_norm_g(sd["positional_embedding.conv.weight_v"], dim=2)
-    atomic_torch_save({"module." + k: v for k, v in sd.items()}, path)
+    atomic_torch_save(mark_random_weights({"module." + k: v for k, v in sd.items()}), path)
