@@ -239,6 +239,7 @@ def test_fairseq_file_with_omegaconf_config(tmp_path, tiny_ckpts):
 
 def test_hubert_soft_without_ddp_prefix(tmp_path, tiny_ckpts):
     sd = torch_load(tiny_ckpts["hubertsoft"])
+    assert sd.pop(RANDOM_WEIGHTS_KEY) is True  # the random-weight marker beside the tensors
     assert all(k.startswith("module.") for k in sd)
     torch.save({k[len("module."):]: v for k, v in sd.items()}, tmp_path / "soft.pt")
     wav = noise(6400)
