@@ -674,8 +674,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
                      "frame to the same vector), so k-means and retrieval change them; they still carry no "
                      "phonetic knowledge. " if random_encoder else ""),
                   "*DC*: the mean sample value. The input has none; a model trained for a few hundred steps "
-                  "can put one in its output: the training losses (mel, and discriminators on short segments) "
-                  "hardly see 0 Hz, so nothing pulls the decoder's offset to zero yet. 4.1 does not filter it "
+                  "can put one in its output: the untrained generator already has one, and the training losses "
+                  "hardly see 0 Hz (every mel filter has zero weight in the 0 Hz bin), so nothing pulls it to zero yet. 4.1 does not filter it "
                   "either. See docs/demo.md.",
                   "", "*Silent chunks*: " + (
                       ", ".join(f"{b0:.2f}–{b1:.2f} s" for b0, b1 in silent) + " of the input are silent chunks "
