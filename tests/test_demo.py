@@ -83,7 +83,9 @@ def test_quick_demo_writes_plot_and_report(quick_demo):
     assert "not voice quality" in md and "| train |" in md and "python inference_main.py" in md
     # the random encoder is named loudly in the report and in the training stage's log
     assert "WARNING: RANDOM SPEECH ENCODER" in md
-    assert "RANDOM" in Path(train["log"]).read_text().splitlines()[2]
+    assert "random weights" in Path(train["log"]).read_text().splitlines()[2]
+    train_log = (out / "work" / "logs" / MODEL_NAME / "train.log").read_text().splitlines()
+    assert "random weights" in train_log[0] and any("step 0:" in line for line in train_log)
     # loss curve from train.py's TensorBoard scalars (step 0 is logged)
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "loss_curve.png" in md
     assert report["training"]["loss_curve"]["loss/g/mel"]["points"] >= 1
@@ -277,3 +279,52 @@ def test_analysis_measures_dc_differences_and_silence(tmp_path):
     assert a["difference_vs_plain"]["kmeans_0.5"] > 0.1 and "sovits" not in a["difference_vs_plain"]
     assert a["silence"]["silent_chunks_s"] and a["silence"]["max_abs_in_silent_chunks"]["sovits"] < 0.11
     assert a["silence"]["rms_in_quiet_frames"]["sovits"] > a["silence"]["rms_in_quiet_frames"]["input"]
+
+
+def test_loss_curve_from_tensorboard_events(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tools.demo import write_loss_curve
+
+    model_dir = tmp_path / "logs" / "44k"
+    writer = SummaryWriter(log_dir=str(model_dir))
+    for step in (0, 10, 20):
+        writer.add_scalar("loss/g/mel", 100.0 - step, step)
+        writer.add_scalar("loss/d/total", 6.0 - step / 10, step)
+        writer.add_scalar("learning_rate", 1e-4, step)
+    writer.close()
+    curve = write_loss_curve(tmp_path, model_dir, random_encoder=True)
+    assert curve == {"loss/g/mel": {"first": 100.0, "last": 80.0, "first_step": 0, "last_step": 20, "points": 3},
+                     "loss/d/total": {"first": 6.0, "last": 4.0, "first_step": 0, "last_step": 20, "points": 3}}
+    assert (tmp_path / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert write_loss_curve(tmp_path, tmp_path / "empty", random_encoder=False) is None
+
+
+def test_report_states_the_measurements(tmp_path):
+    from tools.demo import NOTE_RANDOM, write_report
+
+    report = {
+        "date": "2026-12-06T22:00:00", "machine": {"platform": "Linux", "python": "3.11", "cpus": 2},
+        "encoder": {"name": "vec768l12", "random": True, "path": "/x/checkpoint_best_legacy_500.pt", "size": "full"},
+        "note": NOTE_RANDOM, "settings": {"threads": None},
+        "dataset": {"clips": 40, "seconds": 100.0, "speakers": ["alto", "baritone"]},
+        "config_edits": {"train.batch_size": 2},
+        "training": {"steps": 120, "loss_curve": {"loss/g/mel": {"first": 100.0, "last": 40.0, "first_step": 0,
+                                                                  "last_step": 120, "points": 13}}},
+        "conversion": {"input_voice": "alto", "target_speaker": "baritone", "transpose": -12, "f0_predictor": "fcpe"},
+        "analysis": {"dc": {"input": 0.0, "sovits": -0.147, "kmeans_0.5": -0.14},
+                     "rms": {"input": 0.2, "sovits": 0.3, "kmeans_0.5": 0.3},
+                     "difference_vs_plain": {"kmeans_0.5": 0.25},
+                     "silence": {"silent_chunks_s": [[9.64, 10.0]],
+                                 "max_abs_in_silent_chunks": {"sovits": 0.0, "kmeans_0.5": 0.0},
+                                 "quiet_frames_in_slices_s": 1.2,
+                                 "rms_in_quiet_frames": {"input": 0.001, "sovits": 0.15, "kmeans_0.5": 0.14}}},
+        "outputs": {"input": "/x/input.wav"}, "stages": [], "total": {"wall_s": 400.0, "cpu_s": 390.0},
+    }
+    write_report(tmp_path, report)
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# so-vits-svc demo run\n\n> **WARNING: RANDOM SPEECH ENCODER.**")
+    assert "![loss curve](loss_curve.png)" in md and "| mel (L1 × c_mel) | 100.000 | 40.000 | 13 |" in md
+    assert "| sovits | -0.1470 |" in md and "| kmeans_0.5 | -0.1400 | 0.3000 | 0.250 | 0.0000 |" in md
+    assert "9.64–10.00 s" in md and "sovits 0.1500" in md
+    assert json.loads((tmp_path / "report.json").read_text())["analysis"]["dc"]["sovits"] == -0.147

@@ -396,6 +396,10 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     runner.script("flist_config", "preprocess_flist_config.py", "--tiny", "--speech_encoder", SPEECH_ENCODER)
     edits = edit_config(work / "configs" / "config.json", settings, encoder_dim(pretrain, random_encoder))
     runner.script("hubert_f0", "preprocess_hubert_f0.py", "--f0_predictor", F0_PREDICTOR)
+    if random_encoder:  # train.py appends to its train.log: the warning stays at its top
+        (work / "logs" / MODEL_NAME).mkdir(parents=True, exist_ok=True)
+        with open(work / "logs" / MODEL_NAME / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} WARNING demo.py: {NOTE_RANDOM}\n")
     progress = TrainProgress(settings.steps, enabled=not settings.verbose)
     try:
         runner.script("train", "train.py", "-c", "configs/config.json", "-m", MODEL_NAME,
@@ -578,7 +582,8 @@ def write_loss_curve(out: Path, model_dir: Path, random_encoder: bool) -> dict[s
     fig.tight_layout()
     fig.savefig(out / "loss_curve.png", dpi=100)
     plt.close(fig)
-    return {tag: {"first": vals[0], "last": vals[-1], "points": len(vals)} for tag, vals in series.items()}
+    return {tag: {"first": vals[0][1], "last": vals[-1][1], "first_step": vals[0][0], "last_step": vals[-1][0],
+                  "points": len(vals)} for tag, vals in series.items()}
 
 
 def analyse_outputs(input_wav: Path, converted: dict[str, Path], heldout: Path) -> dict[str, Any]:
