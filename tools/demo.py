@@ -221,16 +221,23 @@ class TrainProgress:
                       r"loss_mel ([-\d.naif]+)")
 
     def __init__(self, steps: int, *, enabled: bool = True) -> None:
-        from tqdm import tqdm
-
-        # steps 0 … steps run (train.py stops after the step numbered --max_steps)
-        self.bar = tqdm(total=steps + 1, desc="train", unit="step", disable=not enabled, dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}")
+        self.enabled = enabled
+        self.bar: Any = None              # made on the first output line, below the stage's log line
         self.last: dict[str, float] = {}
-        self.total = steps + 1
+        self.total = steps + 1            # steps 0 … steps run (train.py stops after step --max_steps)
         self.done = 0                     # steps finished as far as the log says
 
+    def _bar(self) -> Any:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="train", unit="step", disable=not self.enabled,
+                            dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}")
+        return self.bar
+
     def __call__(self, line: str) -> None:
+        bar = self._bar()
         m = self.LINE.search(line)
         if not m:
             return
@@ -238,18 +245,19 @@ class TrainProgress:
         self.last = {"step": step, "loss_disc": float(m.group(2)), "loss_gen": float(m.group(3)),
                      "loss_mel": float(m.group(4))}
         done = min(step + 1, self.total)
-        self.bar.update(done - self.done)
+        bar.update(done - self.done)
         self.done = done
-        self.bar.set_postfix_str(f"mel {self.last['loss_mel']:.2f}, gen {self.last['loss_gen']:.2f}, "
+        bar.set_postfix_str(f"mel {self.last['loss_mel']:.2f}, gen {self.last['loss_gen']:.2f}, "
                                  f"disc {self.last['loss_disc']:.2f}")
 
     def close(self, *, complete: bool = False) -> None:
         """End the bar; ``complete``: the script succeeded, so every step ran (the last ones may
         not have been logged). Safe to call twice."""
         if complete:
-            self.bar.update(self.total - self.done)
+            self._bar().update(self.total - self.done)
             self.done = self.total
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 # --- the output folder ------------------------------------------------------------------------------
