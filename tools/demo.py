@@ -681,12 +681,14 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
             lines.append(f"| {name} | {a['dc'][name]:+.4f} | {a['rms'][name]:.4f} | "
                          f"{'–' if diff is None else f'{diff:.3f}'} | {'–' if peak is None else f'{peak:.4f}'} |")
         silent = a["silence"]["silent_chunks_s"]
-        lines += ["", "*Difference from plain*: RMS of (conversion − plain conversion) / RMS of the plain one. "
-                  + ("The random encoder's units follow the input's spectrum over time (its attention and "
-                     "feed-forward branches are scaled down so a random 12-layer transformer does not map every "
-                     "frame to the same vector), so k-means and retrieval change them; they still carry no "
-                     "phonetic knowledge. " if random_encoder else ""),
-                  "*DC*: the mean sample value. The input has none; a model trained for a few hundred steps "
+        lines.append("")
+        if a["difference_vs_plain"]:
+            lines += ["*Difference from plain*: RMS of (conversion − plain conversion) / RMS of the plain one."
+                      + (" The random encoder's units follow the input's spectrum over time (its attention and "
+                         "feed-forward branches are scaled down, so a deep random transformer does not map every "
+                         "frame to the same vector), so k-means and retrieval change them; they still carry no "
+                         "phonetic knowledge." if random_encoder else ""), ""]
+        lines += ["*DC*: the mean sample value. The input has none; a model trained for a few hundred steps "
                   "can put one in its output: the untrained generator already has one, and the training losses "
                   "hardly see 0 Hz (every mel filter has zero weight in the 0 Hz bin), so nothing pulls it to zero yet. 4.1 does not filter it "
                   "either. See docs/demo.md.",
