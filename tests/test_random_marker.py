@@ -68,3 +68,17 @@ def test_missing_encoder_names_the_offline_option(tmp_path):
     assert "download_pretrain.py vec768l12" in msg and "make demo" in msg and "random" in msg
     from modules.pretrained import missing_message
     assert "make demo" not in missing_message("rmvpe")   # only the encoders have the demo as a way on
+
+
+def test_onnx_graph_carries_the_marker(tmp_path, caplog):
+    import onnx
+
+    path = vencoder.make_random_checkpoint("vec768l12-onnx", tmp_path / "random.onnx", size="tiny")
+    renamed = tmp_path / "vec-768-layer-12.onnx"
+    shutil.copyfile(path, renamed)
+    props = {p.key: p.value for p in onnx.load(str(renamed)).metadata_props}
+    assert props[RANDOM_WEIGHTS_KEY] == "true"
+    caplog.set_level(logging.WARNING)
+    vencoder.get_speech_encoder("vec768l12-onnx", device="cpu", path=renamed)
+    vencoder.clear_cache()
+    assert [w for w in _random_warnings(caplog) if str(renamed) in w]
