@@ -78,14 +78,6 @@ def f0_weight_file(name: str) -> Path | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --- the manifest ------------------------------------------------------------------------------------
 @dataclass
 class Manifest:
@@ -127,7 +119,9 @@ class Manifest:
         cached = self.hashes.get(key)
         if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
             return str(cached["sha256"])
-        digest = _sha256(path)
+        from modules.pretrained import sha256_of
+
+        digest = sha256_of(path)
         self.hashes[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
         return digest
 
