@@ -3,8 +3,9 @@
 Same flags and defaults as so-vits-svc 4.1's ``preprocess_hubert_f0.py`` (``-d``, ``--in_dir``,
 ``--use_diff``, ``--f0_predictor``, ``--num_processes``); additions: ``-c/--config``,
 ``--diff_config`` (4.1 hard-coded ``configs/config.json`` / ``configs/diffusion.yaml``) and
-``--seed`` for the diffusion augmentation draws. Existing artifacts are kept, so a re-run
-resumes. Exit status 1 when any file failed (each is listed with the reason).
+``--seed`` for the diffusion augmentation draws, ``--force``. Existing artifacts are kept, so a
+re-run resumes, except those made by another encoder / f0 predictor / weight file / setting (recorded
+in ``<in_dir>/.svc_provenance.json``), which are recomputed. Exit status 1 when any file failed (each is listed with the reason).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion config (read with --use_diff for the vocoder's mel settings)")
     p.add_argument("--seed", type=int, default=1234,
                    help="seed of the per-file volume/key-shift augmentation draws (--use_diff)")
+    p.add_argument("--force", action="store_true",
+                   help="recompute every artifact, also those with no provenance record (made by 4.1 or an "
+                        "older version); without it only missing ones and those made by other models are")
     return p
 
 
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     diff_hps = get_hparams_from_file(args.diff_config) if args.use_diff else None
     settings = ExtractSettings.from_configs(hps, diff_hps, f0_predictor=args.f0_predictor, use_diff=args.use_diff,
                                             device=args.device, seed=args.seed)
-    summary = preprocess_dataset(args.in_dir, settings, num_processes=args.num_processes)
+    summary = preprocess_dataset(args.in_dir, settings, num_processes=args.num_processes, force=args.force)
     summary.log(logging.getLogger("preprocess_hubert_f0"))
     return summary.exit_code
 

@@ -97,7 +97,9 @@ def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], spea
          sg.Button("Save settings", key="save"), sg.Button("Load settings", key="load")],
         [sg.Text("Latency:"), sg.Text("—", key="latency", size=(34, 1)),
          sg.Text("Compute per block:"), sg.Text("—", key="compute", size=(26, 1))],
-        [sg.Text("", key="status", size=(100, 2))],
+        # 150 characters span the window's width; 4 lines hold the longest messages (device errors
+        # with the file-conversion hint took 3 lines of 100 and were cut off at 2)
+        [sg.Text("", key="status", size=(150, 4))],
     ]
     return [[model], [devices], [sg.Column([[normal], [perf]]), sg.Column([[diff]], vertical_alignment="top")],
             *readout]
