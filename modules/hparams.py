@@ -33,7 +33,7 @@ _SOVITS_KEYS: dict[str, set[str]] = {
         "warmup_epochs", "c_mel", "c_kl", "use_sr", "max_speclen", "port", "keep_ckpts",
         "all_in_mem", "vol_aug",
         # accepted extensions of this project (documented in docs/compatibility.md)
-        "save_every_minutes", "num_workers",
+        "save_every_minutes", "num_workers", "val_scores",
     },
     "data": {
         "training_files", "validation_files", "max_wav_value", "sampling_rate", "filter_length",

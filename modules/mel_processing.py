@@ -34,6 +34,9 @@ def _mel_basis_np(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | N
     return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk)
 
 
+# Cached tensors are always built outside inference mode: one first built inside
+# ``torch.inference_mode`` (a conversion) would be an inference tensor, which autograd refuses to
+# save, so a later training step in the same process (tests, a web UI that also trains) would fail.
 _tensor_cache: dict[tuple, torch.Tensor] = {}
 
 
@@ -43,8 +46,10 @@ def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None,
     key = ("mel", sr, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax), htk, dtype, str(device))
     t = _tensor_cache.get(key)
     if t is None:
-        t = torch.from_numpy(_mel_basis_np(sr, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax), htk))
-        t = t.to(dtype=dtype, device=device)
+        with torch.inference_mode(False):  # see _tensor_cache
+            t = torch.from_numpy(_mel_basis_np(sr, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax),
+                                               htk))
+            t = t.to(dtype=dtype, device=device)
         _tensor_cache[key] = t
     return t
 
@@ -54,7 +59,8 @@ def hann_window(win_size: int, *, dtype: torch.dtype = torch.float32, device: to
     key = ("hann", win_size, dtype, str(device))
     t = _tensor_cache.get(key)
     if t is None:
-        t = torch.hann_window(win_size).to(dtype=dtype, device=device)
+        with torch.inference_mode(False):  # see _tensor_cache
+            t = torch.hann_window(win_size).to(dtype=dtype, device=device)
         _tensor_cache[key] = t
     return t
 

@@ -20,6 +20,7 @@ import gradio as gr
 from inference.options import ConversionOptions
 from modules.errors import SvcError
 from webui import callbacks as cb
+from webui import scores as sc
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,36 @@ def _conversion_panel() -> SimpleNamespace:
         with gr.Column():
             ui.output_audio = gr.Audio(label="Output audio", type="filepath", interactive=False,
                                        elem_id="output_audio")
+    ui.result = _result_panel()
     return ui
+
+
+def _result_panel() -> SimpleNamespace:
+    """Scores and spectrogram of the last conversion (``webui.scores``)."""
+    ui = SimpleNamespace()
+    with gr.Accordion("Scores and spectrogram of the result", open=True):
+        with gr.Row():
+            ui.score = gr.Checkbox(label="Score the result", value=sc.SCORE_BY_DEFAULT, elem_id="score_result",
+                                   info="pitch error, voicing and speaker similarity of the output (evaluate.py's "
+                                        "metrics)")
+            ui.refs = gr.Files(label=f"Target speaker's reference clips (optional; default: "
+                                     f"{sc.DATASET_DIR}/<speaker>/)", elem_id="score_refs", height=FILE_BOX_HEIGHT)
+        ui.panel = gr.Markdown(elem_id="score_panel")
+        # no label: it would cover the figure's own "input" title
+        ui.spectrogram = gr.Image(label="Spectrogram: input (top) and output", show_label=False, type="numpy",
+                                  interactive=False, elem_id="spectrogram")
+    return ui
+
+
+def _score(svc, input_audio, output_audio, speaker, transpose, auto_predict_f0, score, refs, scorer, dataset_dir):
+    """The result panel after a successful conversion → ``(score text, spectrogram image)``."""
+    if not output_audio:
+        return "", None
+    options, _ = cb.settings_from_ui({"transpose": transpose, "auto_predict_f0": auto_predict_f0})
+    panel = sc.result_panel(input_audio, output_audio, speaker=speaker, transpose=options.transpose,
+                            auto_predict_f0=options.auto_predict_f0, score=bool(score), scorer=scorer,
+                            uploads=refs or None, dataset_dir=dataset_dir, device=getattr(svc, "dev", None))
+    return panel.markdown, panel.image
 
 
 def _mixing_tab() -> SimpleNamespace:
@@ -218,10 +248,12 @@ def _compression_tab() -> SimpleNamespace:
 
 def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
               trained_dir: str | os.PathLike = cb.TRAINED_DIR,
-              on_slice_done: Callable[[], None] | None = None) -> gr.Blocks:
+              on_slice_done: Callable[[], None] | None = None,
+              dataset_dir: str | os.PathLike = sc.DATASET_DIR) -> gr.Blocks:
     """The web UI as a ``gr.Blocks`` (not launched). Outputs go to ``results_dir``; local models
     are listed from ``trained_dir`` (both relative to the working directory by default, as 4.1).
-    ``on_slice_done`` goes to every conversion (``webUI.py`` passes its runtime profile's hook)."""
+    ``on_slice_done`` goes to every conversion (``webUI.py`` passes its runtime profile's hook).
+    The result panel takes target-speaker clips from ``dataset_dir/<speaker>/`` (``webui.scores``)."""
     results_dir, trained_dir = Path(results_dir), Path(trained_dir)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         svc_state = gr.State(None, delete_callback=_free)  # this session's model (an Svc) or None
@@ -263,8 +295,19 @@ def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
             return _convert(data[svc_state], data[conv.input_audio], data[model.speaker], values, results_dir,
                             progress, on_slice_done)
 
-        conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, *controls.values()},
-                               [conv.status, conv.output_audio, conv.output_file], concurrency_id=MODEL_QUEUE)
+        converted = conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, *controls.values()},
+                                           [conv.status, conv.output_audio, conv.output_file],
+                                           concurrency_id=MODEL_QUEUE)
+        scorer = sc.ConversionScorer()  # score models load on first use, once per page
+
+        @shown
+        def on_score(svc, audio_in, audio_out, speaker, transpose, auto_f0, score, refs):
+            return _score(svc, audio_in, audio_out, speaker, transpose, auto_f0, score, refs, scorer, dataset_dir)
+
+        converted.success(on_score, [svc_state, conv.input_audio, conv.output_audio, model.speaker,
+                                     controls["transpose"], controls["auto_predict_f0"], conv.result.score,
+                                     conv.result.refs],
+                          [conv.result.panel, conv.result.spectrogram], concurrency_id=MODEL_QUEUE)
 
         mix.files.change(on_mix_files_changed, [mix.files, mix.rates], mix.rates)
         mix.upload.upload(shown(_mix_append), [mix.upload, mix.files], mix.files)
