@@ -100,6 +100,17 @@ class ModelBundle:
     def description(self) -> str:
         return self.metadata.get("description", "")
 
+    def summary(self) -> list[str]:
+        """Short lines on what the file says about itself (logged on load; the web UI shows them)."""
+        cl = self.metadata.get("cluster")
+        lines = [f"Model file {self.path.name}: speech encoder {self.speech_encoder}, {self.sampling_rate} Hz, "
+                 f"{len(self.spk2id)} speaker(s), weights stored as {self.metadata['synthesizer']['dtype']}",
+                 "Parts: synthesizer" + (", " + ("feature index" if cl["kind"] == "index" else "k-means") if cl else "")
+                 + (", diffusion model" if self.metadata.get("diffusion") else "")]
+        for key, value in (("Author", self.author), ("License", self.license), ("Description", self.description)):
+            lines.append(f"{key}: {value or '-'}")
+        return lines
+
     # -- building ----------------------------------------------------------------------------
     def build_synthesizer(self, device: str | torch.device = "cpu"):
         """A ``SynthesizerTrn`` with the file's weights (strict: every key must fit), on ``device``.
