@@ -78,10 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from pathlib import Path
 
-    from inference.batch import (Job, preflight, read_diffusion_speakers, read_model_file_speakers,
-                                 read_model_speakers)
+    from inference.batch import (Job, model_file_metadata, preflight, read_diffusion_speakers,
+                                 read_model_file_speakers, read_model_speakers)
     from inference.options import from_namespace
-    from modelfile import is_model_file, read_info
     from modules.errors import SvcError
 
     if not args.clean_names:
@@ -89,17 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     options = from_namespace(args)  # every option checked here, once
     # A .svc.safetensors model file: its header is checked now (a disguised pickle is refused
     # here, unread), and says which optional parts it holds.
-    file_meta = None
-    if is_model_file(args.model_path) and not (args.only_diffusion and args.diffusion_model_path):
-        file_meta = read_info(args.model_path).metadata
-        if args.config_path is not None and not args.only_diffusion:
-            raise SvcError(f"{args.model_path} is a model file that carries its own config; drop -c {args.config_path}")
-    elif args.config_path is None:
-        args.config_path = DEFAULT_CONFIG
-    file_diffusion = file_meta is not None and args.diffusion_model_path is None
-    if file_diffusion and (args.shallow_diffusion or args.only_diffusion) and not file_meta.get("diffusion"):
-        raise SvcError(f"{args.model_path} holds no diffusion model; pass one with -dm and -dc")
-    if args.diffusion_model_path is None and not file_diffusion:
+    file_meta = model_file_metadata(args.model_path, args.config_path, diffusion_model_path=args.diffusion_model_path,
+                                    diffusion=args.shallow_diffusion or args.only_diffusion,
+                                    only_diffusion=args.only_diffusion)
+    if file_meta is None:
+        args.config_path = args.config_path or DEFAULT_CONFIG
+    if args.diffusion_model_path is None and file_meta is None:
         args.diffusion_model_path = DEFAULT_DIFFUSION_MODEL
     if options.cluster_infer_ratio != 0 and not (file_meta and file_meta.get("cluster")
                                                  and args.cluster_model_path == ""):

@@ -189,6 +189,16 @@ def test_cli_shallow_diffusion_from_the_file(models, with_kmeans, workdir, capsy
     code, err = _run(["-m", str(with_kmeans)] + common, capsys)
     assert code == 0, err
     np.testing.assert_array_equal(sf.read(out, dtype="int16")[0], ref)
+    # diffusion only: the file's diffusion model and its speaker map (the diffusion config's)
+    common = ["-n", "song.wav", "-s", "bob", "-wf", "wav", "-od", "-ks", "4"]
+    code, err = _run(["-dm", str(models.diffusion), "-dc", str(models.diffusion_config)] + common, capsys)
+    assert code == 0, err
+    out = workdir / "results" / "song.wav_0key_bob_diff_pm.wav"
+    ref = sf.read(out, dtype="int16")[0]
+    out.unlink()
+    code, err = _run(["-m", str(with_kmeans)] + common, capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(sf.read(out, dtype="int16")[0], ref)
 
 
 @pytest.mark.parametrize("extra,message", [
