@@ -90,6 +90,17 @@ def test_svc_from_the_file_converts_bit_for_bit_like_the_checkpoint(models, plai
     assert svc.model_file.state_dict == {}  # the weights are not kept twice
 
 
+def test_svc_from_a_float16_file_stays_within_the_float16_bound(models, plain, audio):
+    from synth_helpers import rel_err
+    from test_modelfile import HALF_REL_L2_BOUND
+
+    half = export(model_path=models.g, config_path=models.config, output_path=models.root / "half.svc.safetensors",
+                  half=True)
+    ref = _svc(plain, None).slice_inference(audio, "bob", 0, sr=SR, progress=False)
+    got = _svc(half, None).slice_inference(audio, "bob", 0, sr=SR, progress=False)
+    assert 0 < rel_err(got, ref) < HALF_REL_L2_BOUND
+
+
 @pytest.mark.parametrize("part", ["kmeans", "index"])
 def test_the_files_cluster_part_mixes_like_the_cluster_file(models, with_kmeans, with_index, audio, part):
     fr = part == "index"
