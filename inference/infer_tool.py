@@ -284,7 +284,10 @@ class Svc:
         load_state_dict_checked(net, state, source=str(self.net_g_path), allow_missing=("enc_q",),
                                 reinit_on_mismatch=())
         del ckpt, state
-        net.to(self.dev)
+        self._install(net.to(self.dev), spk_mix_enable)
+
+    def _install(self, net, spk_mix_enable: bool) -> None:
+        """Make the loaded synthesizer (on ``self.dev``) inference-ready and use it."""
         # The inference-ready model is a new object; the decoder's residual-block chunking is decided
         # here from the thread settings the script's runtime profile made (the decoder reads none).
         from vdecoder.hifigan.models import chunking_pays
@@ -328,11 +331,7 @@ class Svc:
         bundle = self.model_file
         net = bundle.build_synthesizer(self.dev)
         bundle.state_dict = {}  # the weights now live in the model; keep only the description
-        net.prepare_for_inference(dtype=torch.float16 if self.half else None)
-        if spk_mix_enable:
-            net.EnableCharacterMix(len(self.spk2id), self.dev)
-        self.net_g_ms = net
-        log.info("loaded SoVITS model %s (%d speakers, %s, %s)", self.net_g_path, net.n_speakers, self.dev, self.dtype)
+        self._install(net, spk_mix_enable)
 
     def _diffusion_from_model_file(self):
         model, vocoder, args = self.model_file.build_diffusion(self.dev)

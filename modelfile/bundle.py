@@ -116,7 +116,7 @@ class ModelBundle:
         """A ``SynthesizerTrn`` with the file's weights (strict: every key must fit), on ``device``.
 
         Exactly what 4.1's path builds from ``G_*.pth`` + ``config.json``; not yet prepared for
-        inference (call ``net.prepare_for_inference(...)`` as ``Svc.load_model`` does).
+        inference (``Svc.load_model`` makes the inference-ready copy with ``net.for_inference(...)``).
         """
         from modelfile.importers import TRAINING_ONLY_PREFIX, build_synthesizer_for
         from modules.checkpoint import load_state_dict_checked

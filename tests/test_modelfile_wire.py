@@ -300,3 +300,61 @@ def test_model_mix_writes_a_model_file_when_the_name_says_so(models, with_kmeans
     for k, v in bundle.state_dict.items():
         assert torch.equal(v, state[k]), k
     assert "mixed from" in bundle.description
+
+
+# --- realtime (gui.py file mode, the engine's loader, the window's speaker list) ----------------------
+def test_realtime_from_the_file_streams_the_same_audio(models, plain, tmp_path, audio):
+    from gui import main as gui_main
+    from realtime_gui.app import model_speakers
+
+    sf.write(tmp_path / "in.wav", audio, SR)
+    none = str(tmp_path / "no_settings.json")
+    outs = []
+    for model in (models.g, plain):  # the G checkpoint finds config.json beside it; the file needs none
+        outs.append(tmp_path / f"out_{len(outs)}.wav")
+        assert gui_main(["-m", str(model), "--input", str(tmp_path / "in.wav"), "--output", str(outs[-1]),
+                         "--block", "0.25", "-f0p", "pm", "-s", "bob", "--settings", none]) == 0
+    a, b = (sf.read(p, dtype="float32")[0] for p in outs)
+    assert len(a) == len(audio)
+    np.testing.assert_array_equal(b, a)
+    assert model_speakers(str(plain)) == model_speakers(str(models.g)) == list(SPEAKERS)
+
+
+def test_realtime_settings_route_a_model_file(models, with_kmeans):
+    from inference.realtime import RealtimeSettings, load_svc
+
+    s = RealtimeSettings(model_path=str(with_kmeans), config_path=str(models.config), device="cpu",
+                         use_diffusion=True)
+    assert s.resolved_config_path() is None and s.given("cluster_model_path") is None
+    svc = load_svc(s)  # the stale config is not used; the file's k-means and diffusion parts are
+    assert svc.model_file is not None and svc.cluster_model is not None and svc.shallow_diffusion
+    assert RealtimeSettings(model_path=str(models.g)).resolved_config_path() == models.config
+
+
+# --- onnx_export.py -----------------------------------------------------------------------------------
+def test_onnx_export_from_the_file_equals_the_export_from_the_checkpoint(models, plain, tmp_path, monkeypatch):
+    import json
+
+    import onnx
+    import onnx_export
+    from onnx.numpy_helper import to_array
+
+    folder = tmp_path / "checkpoints" / "voice"
+    folder.mkdir(parents=True)
+    (folder / "model.svc.safetensors").write_bytes(plain.read_bytes())  # 4.1's -n layout, model file only
+    monkeypatch.chdir(tmp_path)
+    assert run_main(onnx_export.main, ["-n", "voice"]) == 0  # includes the onnxruntime check
+    ref_onnx = tmp_path / "ref" / "ref_SoVits.onnx"
+    assert run_main(onnx_export.main, ["--model_path", str(models.g), "--config_path", str(models.config),
+                                       "--output", str(ref_onnx), "--no_check"]) == 0
+    got = {t.name: to_array(t) for t in onnx.load(str(folder / "voice_SoVits.onnx")).graph.initializer}
+    ref = {t.name: to_array(t) for t in onnx.load(str(ref_onnx)).graph.initializer}
+    assert got.keys() == ref.keys()
+    for name, value in ref.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    got_desc = json.loads((tmp_path / "checkpoints" / "voice.json").read_text())
+    ref_desc = json.loads((ref_onnx.parent / "ref.json").read_text())
+    assert {k: v for k, v in got_desc.items() if k not in ("Folder", "Name")} == \
+        {k: v for k, v in ref_desc.items() if k not in ("Folder", "Name")}
+    assert run_main(onnx_export.main, ["--model_path", str(plain), "--config_path", str(models.config),
+                                       "--output", str(tmp_path / "x_SoVits.onnx")]) == 2
