@@ -68,14 +68,14 @@ def on_refresh_local(trained_dir: str | os.PathLike = cb.TRAINED_DIR):
 
 
 def _load(svc, source, model_file, config_file, local_folder, diff_model, diff_config, cluster_file, device,
-          enhance, only_diffusion, trained_dir):
-    if source == "local" and not only_diffusion:
+          enhance, only_diffusion, trained_dir, file_diffusion=False):
+    if source == "local" and (not only_diffusion or (local_folder and Path(local_folder).is_file())):
         if local_folder and local_folder not in cb.scan_local_models(trained_dir):
             raise SvcError(f"local model {local_folder!r} is not a model folder under {trained_dir}/; press 'Refresh'")
         model_file, config_file = cb.local_model_files(local_folder)
     new, msg = cb.load_model(model_path=model_file, config_path=config_file, diffusion_model_path=diff_model,
                              diffusion_config_path=diff_config, cluster_model_path=cluster_file, device=device,
-                             enhance=enhance, only_diffusion=only_diffusion)
+                             enhance=enhance, only_diffusion=only_diffusion, file_diffusion=file_diffusion)
     if svc is not None:  # one model per session; the old one stays usable if the new one fails to load
         cb.unload_model(svc)
     names = cb.speakers(new)
@@ -120,11 +120,13 @@ def _model_panel(trained_dir: Path) -> SimpleNamespace:
             with gr.Tabs():
                 with gr.Tab("Upload", id="upload") as ui.tab_upload:
                     with gr.Row():
-                        ui.model_file = _file("Model (G_*.pth)", "model_file")
-                        ui.config_file = _file("Config (config.json)", "config_file")
+                        ui.model_file = _file("Model (G_*.pth or .svc.safetensors)", "model_file")
+                        ui.config_file = _file("Config (config.json; not needed for a .svc.safetensors model)",
+                                               "config_file")
                 with gr.Tab("Local", id="local") as ui.tab_local:
                     gr.Markdown(f"Put each model in its own folder under `{trained_dir}/` "
-                                "(exactly one `.pth` and one `.json` per folder).")
+                                "(exactly one `.pth` and one `.json` per folder), or put `.svc.safetensors` "
+                                "model files there.")
                     ui.local_refresh = gr.Button("Refresh local model list", elem_id="local_refresh")
                     choices = cb.scan_local_models(trained_dir)
                     ui.local_folder = gr.Dropdown(label="Model folder", choices=choices,
@@ -141,6 +143,10 @@ def _model_panel(trained_dir: Path) -> SimpleNamespace:
                                      info="can help models trained on little data; can hurt well-trained ones")
             ui.only_diffusion = gr.Checkbox(label="Diffusion only", value=False,
                                             info="no SoVITS model: the diffusion model converts alone")
+            ui.file_diffusion = gr.Checkbox(label="Shallow diffusion with the model file's diffusion model",
+                                            value=False, elem_id="file_diffusion",
+                                            info="for a .svc.safetensors model that holds one (an uploaded "
+                                                 "diffusion model takes its place)")
         with gr.Column():
             gr.Markdown("Choose the files on the left, then load the model.")
             ui.load_btn = gr.Button("Load model", variant="primary", elem_id="load_button")
@@ -217,7 +223,7 @@ def _mixing_tab() -> SimpleNamespace:
         "mixed speaker by speaker). Rates are in %. *Convex* passes the rates through a softmax of rate/100 "
         "(4.1's definition: equal rates average the models, 100/0 gives ≈73/27); *linear* uses rate/100 as "
         "given. Use any of the models' config.json with the result; cluster models no longer fit.")
-    ui.files = gr.Files(label="Models to mix (G_*.pth)", elem_id="mix_files")
+    ui.files = gr.Files(label="Models to mix (G_*.pth or .svc.safetensors)", elem_id="mix_files")
     ui.upload = gr.UploadButton("Add more models", file_count="multiple", elem_id="mix_upload")
     ui.rates = gr.Textbox(label="Mixing rates (JSON: file name → rate in %)", lines=5, interactive=True,
                           elem_id="mix_rates")
@@ -277,13 +283,13 @@ def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
         model.local_refresh.click(functools.partial(on_refresh_local, trained_dir), None, model.local_folder)
 
         @shown
-        def on_load(svc, source, model_f, config_f, local_f, diff_m, diff_c, cluster_f, dev, enh, only_diff):
+        def on_load(svc, source, model_f, config_f, local_f, diff_m, diff_c, cluster_f, dev, enh, only_diff, file_diff):
             return _load(svc, source, model_f, config_f, local_f, diff_m, diff_c, cluster_f, dev, enh, only_diff,
-                         trained_dir)
+                         trained_dir, file_diffusion=file_diff)
 
         model.load_btn.click(on_load, [svc_state, source_state, model.model_file, model.config_file,
                                        model.local_folder, model.diff_model, model.diff_config, model.cluster_file,
-                                       model.device, model.enhance, model.only_diffusion],
+                                       model.device, model.enhance, model.only_diffusion, model.file_diffusion],
                              [svc_state, model.speaker, model.load_status], concurrency_id=MODEL_QUEUE)
         model.unload_btn.click(on_unload, svc_state, [svc_state, model.speaker, model.load_status],
                                concurrency_id=MODEL_QUEUE)
