@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-m", "--model_path", type=str, default="logs/44k/G_37600.pth",
                    help="generator checkpoint G_*.pth, or a .svc.safetensors model file (then no -c)")
     g.add_argument("-c", "--config_path", type=str, default=None,
-                   help=f"the checkpoint's config.json (default {DEFAULT_CONFIG}; not used with a model file)")
+                   help=f"the checkpoint's config.json (default {DEFAULT_CONFIG}, else the config a checkpoint written by "
+                        "this project's train.py carries; not used with a model file)")
     g.add_argument("-n", "--clean_names", type=str, nargs="+", default=None,
                    help="input files: names inside raw/ or paths (required)")
     g.add_argument("-s", "--spk_list", type=str, nargs="+", default=None,
@@ -68,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _carries_config(model_path: str) -> bool:
+    """Whether ``model_path`` is a G checkpoint that stores its own config (written by our trainer)."""
+    from pathlib import Path
+
+    if not Path(model_path).is_file():
+        return False  # reported by the checks below, with the path
+    from modules.checkpoint import config_from_checkpoint
+    from modules.errors import SvcError
+
+    try:
+        return config_from_checkpoint(model_path) is not None
+    except SvcError:
+        return False  # not a readable checkpoint: the model check below says why
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from modules.runtime import apply_inference_profile
@@ -91,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     file_meta = model_file_metadata(args.model_path, args.config_path, diffusion_model_path=args.diffusion_model_path,
                                     diffusion=args.shallow_diffusion or args.only_diffusion,
                                     only_diffusion=args.only_diffusion)
-    if file_meta is None:
-        args.config_path = args.config_path or DEFAULT_CONFIG
+    if file_meta is None and args.config_path is None:
+        # 4.1's default config.json when it exists; else the config a checkpoint of ours carries
+        if args.only_diffusion or Path(DEFAULT_CONFIG).is_file() or not _carries_config(args.model_path):
+            args.config_path = DEFAULT_CONFIG
+            if not args.only_diffusion and not Path(DEFAULT_CONFIG).is_file() and Path(args.model_path).is_file():
+                raise SvcError(f"no -c given, {DEFAULT_CONFIG} does not exist and {args.model_path} carries no "
+                               "config of its own (a 4.1 checkpoint): pass the model's config.json with -c")
     if args.diffusion_model_path is None and file_meta is None:
         args.diffusion_model_path = DEFAULT_DIFFUSION_MODEL
     if options.cluster_infer_ratio != 0 and not (file_meta and file_meta.get("cluster")

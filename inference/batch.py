@@ -128,7 +128,7 @@ class ModelSpeakers:
                        f"{', '.join(self.spk2id) or '(none)'} ({self.source})")
 
 
-def read_model_speakers(model_path: str | os.PathLike, config_path: str | os.PathLike) -> ModelSpeakers:
+def read_model_speakers(model_path: str | os.PathLike, config_path: str | os.PathLike | None) -> ModelSpeakers:
     """The speaker table of a SoVITS model from its config and the checkpoint's tensor shapes.
 
     The checkpoint is memory-mapped and only ``emb_g.weight``'s shape (and a ``spk`` map, where
@@ -138,7 +138,13 @@ def read_model_speakers(model_path: str | os.PathLike, config_path: str | os.Pat
     from modules.checkpoint import torch_load
     from modules.hparams import get_hparams_from_file
 
-    hps = get_hparams_from_file(config_path, infer_mode=True)
+    if config_path is None:  # the config stored inside the checkpoint (our trainer writes one)
+        from inference.infer_tool import config_carried_by
+
+        hps = config_carried_by(model_path)
+        config_path = f"{model_path} (stored config)"
+    else:
+        hps = get_hparams_from_file(config_path, infer_mode=True)
     spk2id = dict(hps.get("spk") or {})
     try:
         ckpt = torch_load(model_path, what="so-vits-svc checkpoint", mmap=True)

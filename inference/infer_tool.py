@@ -140,6 +140,19 @@ class _Piece:
         return self.end - self.start
 
 
+def config_carried_by(net_g_path: str | os.PathLike) -> Any:
+    """The inference config stored inside a G checkpoint written by this project's trainer (key
+    ``config``); a 4.1 checkpoint carries none, so it needs its ``config.json``."""
+    from modules.checkpoint import config_from_checkpoint
+    from modules.hparams import hparams_from_dict
+
+    config = config_from_checkpoint(net_g_path)
+    if config is None:
+        raise SvcError(f"{net_g_path} carries no config (a 4.1 checkpoint or one from another tool): "
+                       "pass its config.json with -c / config_path")
+    return hparams_from_dict(config, source=f"{net_g_path} (stored config)", infer_mode=True)
+
+
 class Svc:
     """The offline conversion pipeline (4.1 ``inference.infer_tool.Svc``).
 
@@ -193,13 +206,16 @@ class Svc:
         self.model_file = self._open_model_file(net_g_path, config_path, cluster_model_path, diffusion_model_path)
 
         if not self.only_diffusion:
-            if self.model_file is None and (net_g_path is None or config_path is None):
-                raise SvcError("a SoVITS model and its config are needed (net_g_path, config_path), "
-                               "unless only_diffusion is set")
+            if self.model_file is None and net_g_path is None:
+                raise SvcError("a SoVITS model is needed (net_g_path), unless only_diffusion is set")
             from modules.hparams import get_hparams_from_file
 
-            self.hps_ms = (self.model_file.config if self.model_file is not None
-                           else get_hparams_from_file(config_path, infer_mode=True))
+            if self.model_file is not None:
+                self.hps_ms = self.model_file.config
+            elif config_path is not None:  # a side config.json wins over the one a checkpoint carries
+                self.hps_ms = get_hparams_from_file(config_path, infer_mode=True)
+            else:
+                self.hps_ms = config_carried_by(net_g_path)
             self.target_sample = int(self.hps_ms.data.sampling_rate)
             self.hop_size = int(self.hps_ms.data.hop_length)
             self.spk2id = dict(self.hps_ms.spk) if "spk" in self.hps_ms else {}
