@@ -91,11 +91,13 @@ def preprocess_dataset(
     num_processes: int = 1,
     progress: bool = True,
     timings: dict[str, float] | None = None,
+    f0_stats_path: str | os.PathLike | None = None,
 ) -> RunSummary:
     """Write the missing artifacts of every wav under ``in_dir``; returns the summary.
 
     ``timings`` (optional) receives the seconds spent per stage, summed over workers of the
-    in-process run (spawned workers keep theirs).
+    in-process run (spawned workers keep theirs). ``f0_stats_path``: afterwards, write the
+    per-speaker f0 statistics of all f0 artifacts there (:mod:`preprocessing.f0_stats`).
     """
     from tqdm import tqdm
 
@@ -121,6 +123,11 @@ def preprocess_dataset(
             _run_pool(files, settings, n, summary, bar)
     finally:
         bar.close()
+    if f0_stats_path is not None:
+        from preprocessing.f0_stats import write_f0_stats
+
+        write_f0_stats(files, f0_stats_path, hop_length=settings.hop_length, sampling_rate=settings.sampling_rate,
+                       f0_predictor=settings.f0_predictor)
     return summary
 
 
