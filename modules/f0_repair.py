@@ -21,14 +21,15 @@ The algorithm (frames at ``frame_rate`` Hz; all pitch comparisons in cents)::
     2. Weight each segment by length × mean confidence (confidence 1 when the predictor has
        none) and visit them heaviest first. Segments longer than ``max_segment_s`` are
        anchors: never moved (a held note an octave away is a real leap, not an error).
-    3. For a short segment S, take the nearest already visited (so heavier) segment on each
-       side whose gap to S is at most ``context_s``; their reference level is the median of
-       their ≤ 3 frames nearest to S. No neighbour: S is kept.
+    3. For a short segment S, take the nearest already visited (so heavier) segment at least
+       as long as S on each side whose gap to S is at most ``context_s``; its reference level
+       is the median of its ≤ 3 frames nearest to S. No such neighbour: S is kept.
     4. If S's median is within ``tolerance_cents`` of a reference, S is kept. Otherwise try
        the error ratios r ∈ {2, 1/2} (and {3/2, 2/3, 3, 1/3} with ``fifths``): if S / r lands
-       within ``tolerance_cents`` of a reference (the ratio with the smallest residual wins),
-       S is divided by r, unless S's mean confidence exceeds that neighbour's by more than
-       ``confidence_margin`` (the model was surer about S than about its context).
+       within ``tolerance_cents`` of a reference, S is divided by r (a neighbour S touches
+       beats one across a rest, an octave beats a fifth, then the smallest residual wins), unless S's mean confidence exceeds that
+       neighbour's by more than ``confidence_margin`` (the model was surer about S than about
+       its context).
     5. Repeat from 1 (a repaired segment may now join its neighbours) until nothing moves,
        at most ``passes`` times.
 
@@ -178,34 +179,38 @@ def repair_octaves(f0: np.ndarray, confidence: np.ndarray | None = None, *, fram
 
 
 def _neighbour_levels(segs: list[tuple[int, int]], visited: list[int], i: int, cents: np.ndarray,
-                      conf: np.ndarray, context: int) -> list[tuple[float, float]]:
-    """``[(level cents, mean confidence)]`` of the nearest visited segment on each side of ``segs[i]``."""
+                      conf: np.ndarray, context: int) -> list[tuple[float, float, int]]:
+    """``[(level cents, mean confidence, gap frames)]`` of the nearest visited segment on each side of ``segs[i]``."""
     b, e = segs[i]
-    left = [j for j in visited if segs[j][1] <= b and b - segs[j][1] <= context]
-    right = [j for j in visited if segs[j][0] >= e and segs[j][0] - e <= context]
+    longer = [j for j in visited if segs[j][1] - segs[j][0] >= e - b]
+    left = [j for j in longer if segs[j][1] <= b and b - segs[j][1] <= context]
+    right = [j for j in longer if segs[j][0] >= e and segs[j][0] - e <= context]
     refs = []
     if left:
         lb, le = segs[max(left, key=lambda j: segs[j][1])]
         lo = max(lb, le - _EDGE_FRAMES)
-        refs.append((float(np.median(cents[lo:le])), float(conf[lb:le].mean())))
+        refs.append((float(np.median(cents[lo:le])), float(conf[lb:le].mean()), b - le))
     if right:
         rb, re = segs[min(right, key=lambda j: segs[j][0])]
         hi = min(re, rb + _EDGE_FRAMES)
-        refs.append((float(np.median(cents[rb:hi])), float(conf[rb:re].mean())))
+        refs.append((float(np.median(cents[rb:hi])), float(conf[rb:re].mean()), rb - e))
     return refs
 
 
 def _repair_segment(out: np.ndarray, cents: np.ndarray, conf: np.ndarray, b: int, e: int,
-                    refs: list[tuple[float, float]], shifts: list[tuple[float, float]], s: OctaveRepair) -> bool:
+                    refs: list[tuple[float, float, int]], shifts: list[tuple[float, float]], s: OctaveRepair) -> bool:
     level = float(np.median(cents[b:e]))
-    if any(abs(level - ref) <= s.tolerance_cents for ref, _ in refs):
+    if any(abs(level - ref) <= s.tolerance_cents for ref, _, _ in refs):
         return False  # already on a neighbour's level
     best = None
-    for ratio, shift in shifts:
-        for ref, ref_conf in refs:
+    for rank, (ratio, shift) in enumerate(shifts):
+        for ref, ref_conf, gap in refs:
             residual = abs(level - shift - ref)
-            if residual <= s.tolerance_cents and (best is None or residual < best[0]):
-                best = (residual, ratio, shift, ref_conf)
+            # a neighbour S touches (no unvoiced gap) is the better witness; and octave errors
+            # are far more common than fifths, so an octave that fits wins over a fifth
+            key = (gap > 0, rank >= len(_OCTAVE_RATIOS), residual)
+            if residual <= s.tolerance_cents and (best is None or key < best[0]):
+                best = (key, ratio, shift, ref_conf)
     if best is None:
         return False
     _, ratio, shift, ref_conf = best

@@ -32,15 +32,17 @@ def combine_tracks(tracks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     count = voiced.sum(axis=0)
     out = np.zeros(n)
     for t in np.nonzero(2 * count >= m)[0]:
-        vals = cents[voiced[:, t], t]  # in member order
-        k = len(vals)
-        order = np.argsort(vals, kind="stable")
+        members = np.nonzero(voiced[:, t])[0]  # in member order
+        order = members[np.argsort(cents[members, t], kind="stable")]
+        k = len(order)
         if k % 2:
-            c = vals[order[k // 2]]
+            out[t] = hz[order[k // 2], t]  # a member's own value, exactly
+            continue
+        lo, hi = order[k // 2 - 1], order[k // 2]
+        if cents[hi, t] - cents[lo, t] <= AGREE_CENTS:
+            out[t] = np.sqrt(hz[lo, t] * hz[hi, t])  # the midpoint in cents
         else:
-            lo, hi = order[k // 2 - 1], order[k // 2]
-            c = (vals[lo] + vals[hi]) / 2 if vals[hi] - vals[lo] <= AGREE_CENTS else vals[min(lo, hi)]
-        out[t] = 2 ** (c / 1200)
+            out[t] = hz[min(lo, hi), t]
     with np.errstate(invalid="ignore", divide="ignore"):
         res = np.where(out > 0, 1200 * np.log2(np.where(out > 0, out, 1.0)), np.nan)
         agree = (np.abs(cents - res[None]) <= AGREE_CENTS) & voiced
