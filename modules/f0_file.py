@@ -195,7 +195,7 @@ def _time_problems(times: np.ndarray, rows: list[int], period: float, hop_length
                    sampling_rate: int) -> list[str]:
     """Rows whose time is not i · period; a different spacing over the file is named as such."""
     if len(times) >= 2:
-        step = float(np.median(np.diff(times)))
+        step = float(times[-1] - times[0]) / (len(times) - 1)  # mean spacing: robust to rounded times
         if abs(step - period) > _RATE_TOLERANCE * period:
             i = np.arange(len(times))
             first = int(np.argmax(np.abs(times - i * period) > _TIME_TOLERANCE * period))
