@@ -20,7 +20,9 @@ The algorithm (frames at ``frame_rate`` Hz; all pitch comparisons in cents)::
        vibrato or portamento step per frame, smaller than a fifth).
     2. Weight each segment by length × mean confidence (confidence 1 when the predictor has
        none) and visit them heaviest first. Segments longer than ``max_segment_s`` are
-       anchors: never moved (a held note an octave away is a real leap, not an error).
+       anchors: never moved (a held note an octave away is a real leap, not an error);
+       segments of 1-2 frames (transitions between notes) and segments touching the first or
+       last frame (a note the edge of the audio may have cut) are never moved either.
     3. For a short segment S, take the nearest already visited (so heavier) segment at least
        as long as S on each side whose gap to S is at most ``context_s``; its reference level
        is the median of its ≤ 3 frames nearest to S. No such neighbour: S is kept.
@@ -32,6 +34,20 @@ The algorithm (frames at ``frame_rate`` Hz; all pitch comparisons in cents)::
        its context).
     5. Repeat from 1 (a repaired segment may now join its neighbours) until nothing moves,
        at most ``passes`` times.
+    6. Whole notes (``notes``): a segment of 5 frames up to ``max_note_s`` that is *unsure*
+       (smoothness confidence < ``unsure_below``, from the contour's roughness, see
+       :func:`smoothness_confidence`) is divided or multiplied by 2 when that octave shift
+       brings it within 500 cents of the nearest sure neighbouring note (smoothness ≥ its own
+       + ``note_margin`` and, where the predictor has a confidence, a mean confidence at least
+       the note's; gap ≤ ``note_context_s``, unvoiced gaps allowed) and at least 600 cents
+       closer than before. A smooth note is never moved by this step, so real leaps
+       between cleanly sung notes stay::
+
+        cents ^        ╭╮╭─╮╭╮╮    <- unsure: jittery contour an octave above both neighbours
+              |        ╰╯  ╰╯╰╯
+              |  ──────          ───────     (sure neighbours across short rests)
+              |                 ╭╮╭─╮╭╮╮    <- after the move: within a fourth of them
+              +------------------------------------------> frames
 
 Because only short segments move, and only onto the level of a longer neighbour, a clean
 contour (held notes, vibrato, glides, real octave leaps into notes longer than
@@ -49,6 +65,9 @@ from modules.errors import SvcError
 __all__ = ["OctaveRepair", "repair_octaves", "resolve_repair"]
 
 _EDGE_FRAMES = 3  # frames of a neighbour next to the segment that give its reference level
+# Shorter segments are mostly the one or two frames a tracker spends between two notes: they
+# match no level and moving them by a fifth would only trade one wrong value for another.
+_MIN_SEGMENT = 3
 _OCTAVE_RATIOS = (2.0, 0.5)
 _FIFTH_RATIOS = (1.5, 2.0 / 3.0, 3.0, 1.0 / 3.0)
 
@@ -59,26 +78,41 @@ class OctaveRepair:
 
     Attributes:
         max_segment_s: longest segment (seconds) that may be moved.
-        context_s: largest gap (seconds, unvoiced frames included) to a neighbour that counts.
+        context_s: largest unvoiced gap (seconds) to a neighbour that counts; 0 (default): only
+            neighbours S touches, i.e. flips inside one voiced stretch (across a rest, a note an
+            octave away is as likely real; step 6 handles those only when the note is unsure).
         tolerance_cents: how close a segment must land to its neighbour's level.
         split_cents: frame-to-frame jump that starts a new segment.
         fifths: also repair errors by 3/2, 2/3, 3 and 1/3 (a fifth / an octave and a fifth).
         confidence_margin: a segment whose mean confidence exceeds its neighbour's by more is kept.
-        passes: most repetitions of the whole procedure.
+        passes: most repetitions of steps 1-5.
+        notes: run the whole-note pass (step 6).
+        max_note_s: longest unsure note (seconds) the note pass may move.
+        note_context_s: largest gap (seconds) to a sure neighbouring note.
+        rough_cents: median |second difference| (cents per frame²) at which the smoothness
+            confidence starts to fall from 1 / reaches 0.
+        unsure_below: a note whose confidence is below this is "unsure".
+        note_margin: how much surer its neighbours must be.
     """
 
-    max_segment_s: float = 0.25
-    context_s: float = 0.3
+    max_segment_s: float = 0.15
+    context_s: float = 0.0
     tolerance_cents: float = 150.0
     split_cents: float = 400.0
     fifths: bool = True
     confidence_margin: float = 0.1
     passes: int = 3
+    notes: bool = True
+    max_note_s: float = 1.5
+    note_context_s: float = 1.0
+    rough_cents: tuple[float, float] = (15.0, 45.0)
+    unsure_below: float = 0.75
+    note_margin: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("max_segment_s", "context_s", "tolerance_cents", "split_cents"):
+        for name in ("max_segment_s", "context_s", "tolerance_cents", "split_cents", "max_note_s", "note_context_s"):
             value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
+            if not (np.isfinite(value) and (value > 0 or (value == 0 and name == "context_s"))):
                 raise SvcError(f"octave repair: {name} must be a positive number, got {value!r}")
         if self.tolerance_cents * 2 >= 1200 * np.log2(4 / 3):
             raise SvcError(f"octave repair: tolerance_cents {self.tolerance_cents} is too wide (candidate shifts "
@@ -168,14 +202,71 @@ def repair_octaves(f0: np.ndarray, confidence: np.ndarray | None = None, *, fram
         moved = False
         for i in order:
             b, e = segs[i]
-            if e - b <= max_len:
+            # a segment touching the start or end of the track may be a note cut by the edge
+            if _MIN_SEGMENT <= e - b <= max_len and b > 0 and e < n:
                 refs = _neighbour_levels(segs, visited, i, cents, conf, context)
                 if refs and _repair_segment(out, cents, conf, b, e, refs, shifts, s):
                     moved = True
             visited.append(i)
         if not moved:
             break
+    if s.notes:
+        _repair_notes(out, conf if confidence is not None else None, frame_rate, s)
     return out
+
+
+def smoothness_confidence(cents: np.ndarray, rough_cents: tuple[float, float]) -> float:
+    """Confidence in [0, 1] of one segment's contour ``[n]`` (cents) from its roughness.
+
+    A voice's f0 is smooth: vibrato of ±100 cents at 7 Hz bends it by at most ~26 cents per
+    frame² at 86 frames/s (median ~17). A tracker hopping between harmonic candidates on a weak
+    fundamental jitters far more. The median |second difference| r maps to 1 below
+    ``rough_cents[0]`` and falls linearly to 0 at ``rough_cents[1]``.
+    """
+    if len(cents) < 5:
+        return 1.0  # too short to judge: never "unsure" by roughness
+    r = float(np.median(np.abs(np.diff(cents, 2))))
+    lo, hi = rough_cents
+    return float(np.clip((hi - r) / (hi - lo), 0.0, 1.0))
+
+
+def _repair_notes(out: np.ndarray, conf: np.ndarray | None, frame_rate: float, s: OctaveRepair) -> None:
+    """Step 6: whole notes an octave off sure neighbouring notes, when the note itself is unsure."""
+    voiced = np.isfinite(out) & (out > 0)
+    cents = np.where(voiced, 1200 * np.log2(np.where(voiced, out, 1.0)), 0.0)
+    segs = [(b, e) for b, e in _segments(cents, voiced, s.split_cents) if e - b >= 5]
+    if len(segs) < 2:
+        return
+    sure = [smoothness_confidence(cents[b:e], s.rough_cents) for b, e in segs]
+    model = [float(conf[b:e].mean()) if conf is not None else 1.0 for b, e in segs]
+    level = [float(np.median(cents[b:e])) for b, e in segs]
+    max_len = int(round(s.max_note_s * frame_rate))
+    context = int(round(s.note_context_s * frame_rate))
+    for i in sorted(range(len(segs)), key=lambda k: -sure[k]):
+        b, e = segs[i]
+        if sure[i] >= s.unsure_below or e - b > max_len:
+            continue
+        refs = []
+        for side in (range(i - 1, -1, -1), range(i + 1, len(segs))):
+            for j in side:
+                gap = b - segs[j][1] if j < i else segs[j][0] - e
+                if gap > context:
+                    break
+                # smoother by the margin, and (where the predictor has a confidence) not less sure
+                if sure[j] >= sure[i] + s.note_margin and model[j] >= model[i]:
+                    refs.append(level[j])
+                    break
+        if not refs:
+            continue
+        before = min(abs(level[i] - r) for r in refs)
+        for ratio in _OCTAVE_RATIOS:
+            shift = 1200 * np.log2(ratio)
+            after = min(abs(level[i] - shift - r) for r in refs)
+            # the octave brings it within a fourth of a sure neighbour, and much closer than before
+            if after < 500 and before - after >= 600:
+                out[b:e] = out[b:e] / ratio
+                level[i] -= shift
+                break
 
 
 def _neighbour_levels(segs: list[tuple[int, int]], visited: list[int], i: int, cents: np.ndarray,
