@@ -392,10 +392,10 @@ def main(argv=None) -> int:
         plain, rep = score_tracks(clips, tracks[name], False), score_tracks(clips, tracks[name], True)
         repaired[name] = rep
 
-        def both(a, b, ta=None):
-            if ta is not None:
-                a, b = a.bands.get(ta, [0, 0]), b.bands.get(ta, [0, 0])
-                return f"{pct(*a).strip()} → {pct(*b).strip()}"
+        def both(a, b, tag=None):
+            """"plain → repaired" for (hits, total) pairs, or for a band/tag of two scores."""
+            if tag is not None:
+                a, b = a.bands.get(tag, [0, 0]), b.bands.get(tag, [0, 0])
             return f"{pct(*a).strip()} → {pct(*b).strip()}"
 
         print(f"| {name} | {both((plain.rpa, plain.voiced), (rep.rpa, rep.voiced))} | "

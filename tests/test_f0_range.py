@@ -82,3 +82,17 @@ def test_preprocess_refuses_an_empty_range(capsys, tmp_path):
     assert "--f0_min/--f0_max" in err and "f0_min=600 Hz, f0_max=500 Hz" in err
     code = run_main(preprocess_hubert_f0.main, ["--f0_predictor", "hybrid:pm+yin", "--in_dir", str(tmp_path)])
     assert code == 2 and "unknown member 'yin'" in capsys.readouterr().err
+
+
+def test_preprocess_settings_carry_range_and_repair_to_the_predictor():
+    from modules.hparams import HParams
+    from preprocessing.features import ExtractSettings, FeatureExtractor
+    from preprocessing.flist import build_configs
+
+    sovits, _ = build_configs({"a": 0}, "vec768l12")
+    settings = ExtractSettings.from_configs(HParams(**sovits), None, f0_predictor="pm", use_diff=False,
+                                            f0_options={"f0_min": 70.0, "f0_max": 800.0, "f0_repair": True})
+    p = FeatureExtractor(settings, device="cpu").f0_predictor()
+    assert (p.name, p.f0_min, p.f0_max, p.repair is not None) == ("pm", 70.0, 800.0, True)
+    plain = ExtractSettings.from_configs(HParams(**sovits), None, f0_predictor="pm", use_diff=False)
+    assert plain.f0_options == {} and FeatureExtractor(plain, device="cpu").f0_predictor().repair is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modules.errors import SvcError
 from modules.F0Predictor.base import F0Predictor
 
 AGREE_CENTS = 50.0  # members this close count as agreeing (the usual RPA tolerance)
@@ -55,8 +56,7 @@ class HybridF0Predictor(F0Predictor):
     def __init__(self, members: list[str], hop_length: int = 512, sampling_rate: int = 44100, *,
                  member_options: dict[str, dict] | None = None, f0_min: float | None = None,
                  f0_max: float | None = None, threshold: float = 0.05, device=None, f0_repair=False) -> None:
-        from modules.F0Predictor import get_f0_predictor
-        from modules.errors import SvcError
+        from modules.F0Predictor import get_f0_predictor  # the registry imports this module lazily
 
         self.name = "hybrid:" + "+".join(members)
         super().__init__(hop_length, sampling_rate, f0_min=f0_min, f0_max=f0_max, threshold=threshold,
