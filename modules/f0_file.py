@@ -41,9 +41,9 @@ __all__ = ["F0FileError", "HEADER", "F0_FILE_MIN", "F0_FILE_MAX", "format_f0_csv
            "read_f0_csv", "resample_curve", "write_f0_csv"]
 
 HEADER = ("time_s", "f0_hz", "voiced")
-#: Range a voiced frame must lie in (Hz): wide enough for any voice after transposition.
-F0_FILE_MIN = 20.0
-F0_FILE_MAX = 4000.0
+#: Range a voiced frame must lie in (Hz): wide enough for any voice after a ±24 semitone transposition.
+F0_FILE_MIN = 5.0
+F0_FILE_MAX = 8000.0
 _TIME_TOLERANCE = 0.25  # frames: rounding in other tools' time columns is allowed, not drift
 _RATE_TOLERANCE = 0.01  # relative difference of the row spacing that counts as another frame rate
 _MAX_LISTED = 10
