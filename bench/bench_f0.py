@@ -326,7 +326,8 @@ def main(argv=None) -> int:
                                          "hybrid:rmvpe+fcpe+crepe",
                     help="hybrids to score (members must be in --predictors)")
     ap.add_argument("--compare-41", action="store_true", help="also time 4.1-style variants")
-    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--seed", type=str, default="1234",
+                    help="seed of the set; several (e.g. 1234,99,7) join one set per seed into one")
     args = ap.parse_args(argv)
 
     import torch
@@ -334,7 +335,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     from modules.F0Predictor import make_random_checkpoint
 
-    clips = make_set(args.seconds, args.seed)
+    clips = [c for seed in args.seed.split(",") for c in make_set(args.seconds, int(seed))]
     total = sum(len(c.audio) for c in clips) / SR
     print(f"set: {len(clips)} clips, {total:.1f} s at {SR} Hz, hop {HOP}; torch threads {torch.get_num_threads()}; "
           f"range f0_min={args.f0_min} f0_max={args.f0_max} (None: 4.1's)")
