@@ -11,8 +11,8 @@ The algorithm (frames at ``frame_rate`` Hz; all pitch comparisons in cents)::
     cents  ^           ┌─┐  <- segment B: 0.1 s, +1200 cents off its context
            |           │ │
            |  ┌───A────┘ └───C─────┐      ┌─D─┐
-           |  │ (anchor)     (anchor)│ gap  │   │   (D: short, but its neighbour C is within
-           |                                          context_s and D matches C as is: kept)
+           |  │ (anchor)     (anchor)│ rest │   │   (D: short, but across a rest it is another
+           |                                          note: step A leaves it; B touches A and C)
            +---------------------------------------------> frames
 
     1. Split the voiced frames into segments: a new segment starts after an unvoiced frame or
