@@ -62,7 +62,12 @@ def encoder_weight_file(settings: ExtractSettings) -> Path:
 
 
 def f0_weight_file(name: str) -> Path | None:
-    """The weight file predictor ``name`` will load (None: it has none); raises when it is missing."""
+    """The weight file predictor ``name`` will load (None: it has none); raises when it is missing.
+    A hybrid (``hybrid:a+b``) checks every member's file and records none of them."""
+    if name.startswith("hybrid:"):
+        for member in name.split(":", 1)[1].split("+"):
+            f0_weight_file(member.strip())
+        return None
     if name == "rmvpe":
         from modules.pretrained import require
 
@@ -172,6 +177,11 @@ def current_producers(settings: ExtractSettings, manifest: Manifest) -> dict[str
         "f0": {"kind": "f0", "f0_predictor": s.f0_predictor, "sha256": manifest.sha256(f0_file) if f0_file else None,
                "file": str(f0_file) if f0_file else None, "sampling_rate": s.sampling_rate,
                "hop_length": s.hop_length, "threshold": F0_THRESHOLD},
+    }
+    if s.f0_options:  # range / octave repair: recorded only when set, so default runs keep matching
+        out["f0"]["f0_options"] = {k: (v if isinstance(v, (bool, int, float, str, type(None))) else repr(v))
+                                   for k, v in sorted(s.f0_options.items())}
+    out |= {
         "spec": {"kind": "spec", "sampling_rate": s.sampling_rate, "filter_length": s.filter_length,
                  "hop_length": s.hop_length, "win_length": s.win_length},
         "vol": {"kind": "vol", "hop_length": s.hop_length},

@@ -93,6 +93,7 @@ def preprocess_dataset(
     progress: bool = True,
     timings: dict[str, float] | None = None,
     force: bool = False,
+    f0_stats_path: str | os.PathLike | None = None,
 ) -> RunSummary:
     """Write the missing or stale artifacts of every wav under ``in_dir``; returns the summary.
 
@@ -100,7 +101,8 @@ def preprocess_dataset(
     (:mod:`preprocessing.provenance`): artifacts made with other models or settings are recomputed,
     ``force`` recomputes everything. The weight files are checked before any file is looked at.
     ``timings`` (optional) receives the seconds spent per stage, summed over workers of the
-    in-process run (spawned workers keep theirs).
+    in-process run (spawned workers keep theirs). ``f0_stats_path``: afterwards, write the
+    per-speaker f0 statistics of all f0 artifacts there (:mod:`preprocessing.f0_stats`).
     """
     from tqdm import tqdm
 
@@ -134,6 +136,11 @@ def preprocess_dataset(
     finally:
         bar.close()
         plan.manifest.save()   # also after a crash: what was written so far is recorded
+    if f0_stats_path is not None:
+        from preprocessing.f0_stats import write_f0_stats
+
+        write_f0_stats(files, f0_stats_path, hop_length=settings.hop_length, sampling_rate=settings.sampling_rate,
+                       f0_predictor=settings.f0_predictor)
     return summary
 
 
