@@ -90,12 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"{', '.join(vencoder.list_encoders())}")
     diff_hps = get_hparams_from_file(args.diff_config) if args.use_diff else None
     settings = ExtractSettings.from_configs(hps, diff_hps, f0_predictor=args.f0_predictor, use_diff=args.use_diff,
-``--seed`` for the diffusion augmentation draws, ``--force``, ``--f0_min`` / ``--f0_max`` /
-``--f0_repair`` (pitch range and octave repair; defaults keep 4.1's f0), and per-speaker f0
-statistics written to ``f0_stats.json`` next to the config (``--f0_stats``; for inference's key
-suggestion). Existing artifacts are kept, so a re-run resumes, except those made by another
-encoder / f0 predictor / weight file / setting (recorded in ``<in_dir>/.svc_provenance.json``),
-which are recomputed. Exit status 1 when any file failed (each is listed with the reason).
+                                            device=args.device, seed=args.seed, f0_options=f0_options)
+    stats_path = None if args.no_f0_stats else (args.f0_stats or default_stats_path(args.config))
+    summary = preprocess_dataset(args.in_dir, settings, num_processes=args.num_processes, force=args.force,
+                                 f0_stats_path=stats_path)
     summary.log(logging.getLogger("preprocess_hubert_f0"))
     return summary.exit_code
 
