@@ -122,3 +122,20 @@ def test_unrecorded_artifacts_are_kept_unless_forced(project, caplog):
     assert all(after[p] != before[p] for p in before)
     m = _manifest()
     assert {m["producers"][m["artifacts"][str(p.relative_to("dataset/44k"))]]["f0_predictor"] for p in after} == {"pm"}
+
+
+def test_changed_f0_range_recomputes_f0_and_default_runs_keep_matching(project, caplog):
+    """The f0 search range is part of the f0 record only when set: a default run after a default
+    run recomputes nothing; a run with --f0_min recomputes the f0 (and only the f0)."""
+    assert preprocess_hubert_f0.main(["--f0_predictor", "dio"]) == 0
+    before, others = _f0_files(), _other_files()
+    m = _manifest()
+    key = "alice/" + next(p.name for p in before if p.parent.name == "alice")
+    assert "f0_options" not in m["producers"][m["artifacts"][key]]
+    caplog.set_level(logging.INFO)
+    assert preprocess_hubert_f0.main(["--f0_predictor", "dio", "--f0_min", "300"]) == 0
+    assert "recomputing" in caplog.text
+    m = _manifest()
+    assert m["producers"][m["artifacts"][key]]["f0_options"]["f0_min"] == 300.0
+    assert _other_files() == others
+    assert _f0_files() != before
