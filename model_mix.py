@@ -15,7 +15,9 @@ import sys
 from modules.cli import run_main
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description="mix so-vits-svc models (same config) into one checkpoint")
     p.add_argument("-m", "--models", nargs="+", required=True, help="G_*.pth files to mix")
     p.add_argument("-r", "--rates", type=float, nargs="+", default=None,
@@ -23,7 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["convex", "linear"], default="convex",
                    help="convex: softmax of rate/100 (4.1 mode 0); linear: rate/100 as given (4.1 mode 1)")
     p.add_argument("-o", "--output", default="output.pth", help="output checkpoint (default ./output.pth as 4.1)")
-    args = p.parse_args(argv)
+    add_threads_argument(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
 
     from inference.model_mix import mix_model
 

@@ -17,6 +17,8 @@ from modules.cli import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("-d", "--device", type=str, default=None,
                    help="device, e.g. cpu, cuda, cuda:1 (default: each worker takes GPU k mod n, else CPU)")
@@ -35,11 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="recompute every artifact, also those with no provenance record (made by 4.1 or an "
                         "older version); without it only missing ones and those made by other models are")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     import logging
 
     from modules.errors import ConfigError
@@ -68,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     diff_hps = get_hparams_from_file(args.diff_config) if args.use_diff else None
     settings = ExtractSettings.from_configs(hps, diff_hps, f0_predictor=args.f0_predictor, use_diff=args.use_diff,
                                             device=args.device, seed=args.seed)
-    summary = preprocess_dataset(args.in_dir, settings, num_processes=args.num_processes, force=args.force)
+    summary = preprocess_dataset(args.in_dir, settings, num_processes=args.num_processes, force=args.force,
+                                 worker_threads=args.threads)
     summary.log(logging.getLogger("preprocess_hubert_f0"))
     return summary.exit_code
 
