@@ -239,7 +239,8 @@ class Svc:
     def load_model(self, spk_mix_enable: bool = False) -> None:
         """Build the synthesizer from the config, load the checkpoint, prepare it for inference."""
         from models import SynthesizerTrn
-        from modules.checkpoint import load_state_dict_checked, torch_load
+        from modules.checkpoint import (TRAINED_ON_RANDOM, has_random_weights, load_state_dict_checked, torch_load,
+                                        warn_random_weights)
 
         hps = self.hps_ms
         try:
@@ -250,6 +251,8 @@ class Svc:
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
             raise CheckpointError(f"{self.net_g_path}: not a so-vits-svc G checkpoint (expected a dict with a 'model' "
                                   "state dict); D_*.pth, diffusion model_*.pt or encoder files are not SoVITS models")
+        if has_random_weights(ckpt):  # trained on a random encoder's features (marked by training)
+            warn_random_weights(self.net_g_path, "SoVITS model", TRAINED_ON_RANDOM)
         state = ckpt["model"]
         problems = describe_mismatch(state, hps.model)
         if problems:
