@@ -18,6 +18,8 @@ REPORT_MARKER = "<h1>Dataset report: "
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--in_dir", type=str, default="./dataset_raw",
                    help="dataset root, one folder per speaker (dataset_raw or dataset/44k)")
@@ -28,11 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the encoder you will use (changes the advice for clips over 30 s with Whisper)")
     p.add_argument("--f0_predictor", type=str, default="pm", help="F0 predictor for voicing and range (default pm)")
     p.add_argument("--num_workers", type=int, default=None, help="worker processes (default: 1 below 40 files, else up to 4)")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     import logging
     from pathlib import Path
 

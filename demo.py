@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     make = DemoSettings.quick_form if args.quick else DemoSettings.full_form
     settings = make(Path(args.out), **overrides)
     settings.check()
+    from modules.runtime import configure_threads
+
+    # the scripts get the count through their environment; this applies it to the demo's own work (scores)
+    configure_threads(settings.threads, interactive=False)
     run_demo(settings)
     return 0
 

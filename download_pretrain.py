@@ -17,6 +17,7 @@ log = logging.getLogger("download_pretrain")
 
 def main(argv: list[str] | None = None) -> int:
     from modules.pretrained import PRETRAINED, DownloadError, download, expected_path
+    from modules.runtime import add_threads_argument, configure_threads
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help=f"files to fetch, by name: {', '.join(PRETRAINED)}")
@@ -25,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=None, help="destination folder (default: pretrain/)")
     parser.add_argument("--force", action="store_true", help="download again even if the file exists")
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    add_threads_argument(parser)  # every script takes it (issue 24); hashing and downloads use no torch threads
     args = parser.parse_args(argv)
+    configure_threads(args.threads, interactive=False)
 
     if args.list:
         for key, e in PRETRAINED.items():

@@ -17,6 +17,8 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description="Score converted audio against its source (pitch, loudness, speaker "
                                             "similarity, duration). Prints a Markdown table.")
     p.add_argument("--source", type=str, help="the original (input) audio file")
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--device", type=str, default=None, help="torch device (default: CUDA when available)")
     p.add_argument("--speaker_encoder", type=str, default=None,
                    help="Resemblyzer pretrained.pt (default: the one in the installed resemblyzer wheel)")
+    add_threads_argument(p)
     return p
 
 
@@ -43,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either --list or --source/--converted, not both")
     if not args.list and not (args.source and args.converted):
         parser.error("give --source and --converted (or --list FILE)")
+
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
 
     from evaluation.runner import EvalOptions, EvalPair, evaluate, expand_refs, markdown_table, read_pair_list
 

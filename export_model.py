@@ -16,6 +16,8 @@ from modules.cli import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--info", type=str, metavar="FILE", default=None, help="print what a model file holds, then exit")
     p.add_argument("--json", action="store_true", help="with --info: print the metadata as JSON")
@@ -36,12 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder_file", type=str, default=None,
                    help="the speech-encoder weight file the model was trained with (its SHA-256 is recorded)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     if args.info is not None:
         from modelfile import describe, metadata_json
 

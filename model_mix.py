@@ -17,7 +17,9 @@ import sys
 from modules.cli import run_main
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description="mix so-vits-svc models (same config) into one checkpoint")
     p.add_argument("-m", "--models", nargs="+", required=True, help="G_*.pth or .svc.safetensors files to mix")
     p.add_argument("-r", "--rates", type=float, nargs="+", default=None,
@@ -29,7 +31,15 @@ def main(argv: list[str] | None = None) -> int:
                         "writes a model file")
     p.add_argument("-c", "--config_path", default=None,
                    help="the models' config.json, for a .svc.safetensors output when no input is a model file")
-    args = p.parse_args(argv)
+    add_threads_argument(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
 
     from inference.model_mix import mix_model
 

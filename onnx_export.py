@@ -16,6 +16,8 @@ from modules.cli import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("-n", "--model_name", type=str, default=None,
                    help="model folder under checkpoints/ holding model.pth and config.json; also the name in the "
@@ -32,11 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_mix", action="store_true",
                    help="export the speaker-id graph (sid int64 [1]) even for a multi-speaker model")
     p.add_argument("--no_check", action="store_true", help="skip the onnxruntime-vs-PyTorch check after export")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     from onnxexport.export import export_sovits, resolve_paths
 
     paths = resolve_paths(args.model_name, model_path=args.model_path, config_path=args.config_path,

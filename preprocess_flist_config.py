@@ -18,6 +18,8 @@ DEFAULT_VAL_LIST = "./filelists/val.txt"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--train_list", type=str, default=DEFAULT_TRAIN_LIST, help="path to train list")
     p.add_argument("--val_list", type=str, default=DEFAULT_VAL_LIST, help="path to val list")
@@ -35,11 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip_check", action="store_true", help="skip the dataset quality summary (check_dataset.py)")
     p.add_argument("--strict", action="store_true",
                    help="stop before writing anything when a clip cannot be trained on (listed)")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     import logging
 
     from modules.errors import ConfigError

@@ -20,6 +20,8 @@ from modules.cli import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("-d", "--device", type=str, default=None,
                    help="device, e.g. cpu, cuda, cuda:1 (default: each worker takes GPU k mod n, else CPU)")
@@ -48,11 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="recompute every artifact, also those with no provenance record (made by 4.1 or an "
                         "older version); without it only missing ones and those made by other models are")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     import logging
 
     from modules.errors import ConfigError
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                                             device=args.device, seed=args.seed, f0_options=f0_options)
     stats_path = None if args.no_f0_stats else (args.f0_stats or default_stats_path(args.config))
     summary = preprocess_dataset(args.in_dir, settings, num_processes=args.num_processes, force=args.force,
-                                 f0_stats_path=stats_path)
+                                 f0_stats_path=stats_path, worker_threads=args.threads)
     summary.log(logging.getLogger("preprocess_hubert_f0"))
     return summary.exit_code
 

@@ -14,6 +14,8 @@ from modules.cli import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--sr2", type=int, default=44100, help="output sample rate (default 44100)")
     p.add_argument("--in_dir", type=str, default="./dataset_raw", help="source root: one folder per speaker")
@@ -26,11 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: 4.1's rule, CPUs-2 above 4 CPUs, else 1)")
     p.add_argument("--skip_existing", action="store_true",
                    help="keep output files that already exist (4.1 always rewrote them)")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     import logging
 
     from modules.errors import ConfigError

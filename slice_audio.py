@@ -14,6 +14,8 @@ from modules.cli import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--in_dir", type=str, default="./dataset_raw", help="source root: one folder per speaker")
     p.add_argument("--out_dir", type=str, default="./dataset_raw_sliced", help="destination root")
@@ -24,11 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_sil_kept", type=int, default=500, help="ms: most silence kept around a clip")
     p.add_argument("--max_length", type=int, default=15000,
                    help="ms: longer clips are split at their quietest point (0: no limit)")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     import logging
 
     from preprocessing.slicing import SliceOptions, slice_dataset

@@ -16,28 +16,24 @@ from modules.cli import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("-c", "--config", type=str, default="./configs/config.json", help="JSON file for configuration")
     p.add_argument("-m", "--model", type=str, required=True, help="model name: checkpoints go to logs/<model>")
     p.add_argument("--max_steps", type=int, default=None, metavar="N",
                    help="stop after step N (a checkpoint is saved); a later run resumes from there")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for PyTorch (default: PyTorch's choice, one per core); 1 is often faster on a "
-                        "busy machine")
+    add_threads_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            from modules.errors import ConfigError
+    from modules.runtime import configure_threads
 
-            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        # process-wide setting: only a script's main() may change it
-        torch.set_num_threads(args.threads)
+    # Training is interactive in the runtime module's sense: OpenMP threads sleep instead of
+    # spinning, so other load on the machine does not multiply the step time (docs/bench/threads.md).
+    configure_threads(args.threads, interactive=True)
     from pathlib import Path
 
     from modules.errors import ConfigError

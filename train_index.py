@@ -15,6 +15,8 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description="Train per-speaker faiss indexes (feature_and_index.pkl) for feature retrieval.")
     p.add_argument("--root_dir", type=str, default="dataset/44k", help="path of the preprocessed dataset")
     p.add_argument("-c", "--config", type=str, default="./configs/config.json", help="config file (for the 'spk' speaker map)")
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_frames", type=int, default=0,
         help="use at most this many frames per speaker (a uniform random subset; bounds memory). 0 = all",
     )
+    add_threads_argument(p)
     return p
 
 
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output must end in .pkl (4.1 format) or .json (safe format), got '{output}'")
     if args.max_frames < 0:
         parser.error(f"--max_frames must be >= 0, got {args.max_frames}")
+
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
 
     from cluster.training import train_feature_index
     from modules.errors import ConfigError

@@ -33,6 +33,8 @@ def _use_project_imports() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description="Train per-speaker k-means models (kmeans_10000.pt) for cluster-based timbre control.")
     p.add_argument("--dataset", type=Path, default=Path("./dataset/44k"), help="path of training data directory")
     p.add_argument("--output", type=Path, default=Path("logs/44k"), help="path of model output directory")
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_frames", type=int, default=0,
         help="cluster at most this many frames per speaker (a uniform random subset; bounds memory). 0 = all",
     )
+    add_threads_argument(p)
     return p
 
 
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max_frames must be >= 0, got {args.max_frames}")
     if args.device is not None and not args.gpu:
         parser.error("--device applies to --gpu only")
+    from modules.runtime import configure_threads
+
+    configure_threads(args.threads, interactive=False)  # before any torch work
     _use_project_imports()
     from cluster.training import train_cluster_model
 

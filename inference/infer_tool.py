@@ -275,7 +275,8 @@ class Svc:
         if self.model_file is not None:
             return self._load_from_bundle(spk_mix_enable)
         from models import SynthesizerTrn
-        from modules.checkpoint import load_state_dict_checked, torch_load
+        from modules.checkpoint import (TRAINED_ON_RANDOM, has_random_weights, load_state_dict_checked, torch_load,
+                                        warn_random_weights)
 
         hps = self.hps_ms
         try:
@@ -286,6 +287,8 @@ class Svc:
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
             raise CheckpointError(f"{self.net_g_path}: not a so-vits-svc G checkpoint (expected a dict with a 'model' "
                                   "state dict); D_*.pth, diffusion model_*.pt or encoder files are not SoVITS models")
+        if has_random_weights(ckpt):  # trained on a random encoder's features (marked by training)
+            warn_random_weights(self.net_g_path, "SoVITS model", TRAINED_ON_RANDOM)
         state = ckpt["model"]
         problems = describe_mismatch(state, hps.model)
         if problems:

@@ -298,9 +298,18 @@ def has_random_weights(obj: Any) -> bool:
     return isinstance(obj, Mapping) and obj.get(RANDOM_WEIGHTS_KEY) is True
 
 
-def warn_random_weights(path: str | os.PathLike, what: str) -> bool:
+RANDOM_STAND_IN = ("It was written by a test or by demo.py as a stand-in: everything computed with it (features, "
+                   "training, audio) shows\n!! that the pipeline runs, NOT voice quality. Put the real file in its "
+                   "place (python download_pretrain.py --list).")
+TRAINED_ON_RANDOM = ("It was trained on features of a speech encoder with random weights: its audio shows that the "
+                     "pipeline\n!! runs, NOT voice quality. Preprocess again with the real encoder file and train anew.")
+
+
+def warn_random_weights(path: str | os.PathLike, what: str, detail: str = RANDOM_STAND_IN) -> bool:
     """Log a loud warning that ``path`` holds random weights, once per file and process.
 
+    ``detail`` says where such a file comes from and what to do (default: a random stand-in for a
+    published file; :data:`TRAINED_ON_RANDOM` for a model trained on a random encoder's features).
     Returns True when the warning was logged now (False: already said for this file).
     """
     key = str(Path(path).resolve())
@@ -308,10 +317,8 @@ def warn_random_weights(path: str | os.PathLike, what: str) -> bool:
         return False
     _warned_random.add(key)
     bar = "!" * 78
-    log.warning("\n%s\n!! %s %s HAS RANDOM WEIGHTS (marked '%s' inside the file).\n!! It was written by a "
-                "test or by demo.py as a stand-in: everything computed with it (features, training, audio) "
-                "shows\n!! that the pipeline runs, NOT voice quality. Put the real file in its place "
-                "(python download_pretrain.py --list).\n%s", bar, what, path, RANDOM_WEIGHTS_KEY, bar)
+    log.warning("\n%s\n!! %s %s HAS RANDOM WEIGHTS (marked '%s' inside the file).\n!! %s\n%s", bar, what, path,
+                RANDOM_WEIGHTS_KEY, detail, bar)
     return True
 
 
@@ -403,6 +410,8 @@ def load_checkpoint(
             f"{checkpoint_path}: not a so-vits-svc checkpoint (expected a dict with 'model', "
             f"'iteration', 'optimizer', 'learning_rate'; found {keys})"
         )
+    if has_random_weights(ckpt):  # training marks models made from a random encoder's features
+        warn_random_weights(checkpoint_path, "so-vits-svc checkpoint", TRAINED_ON_RANDOM)
     iteration = int(ckpt.get("iteration", 0) or 0)
     learning_rate = float(ckpt.get("learning_rate", 0.0) or 0.0)
     state = ckpt["model"]

@@ -38,7 +38,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from preprocessing.features import ArtifactPaths, ExtractSettings, F0_THRESHOLD
 
@@ -168,12 +168,16 @@ def current_producers(settings: ExtractSettings, manifest: Manifest) -> dict[str
 
     Locates and hashes the weight files first: a missing file raises here, before any skipping.
     """
+    from vencoder.files import is_random_weight_file
+
     s = settings
     enc_file = encoder_weight_file(s)
     f0_file = f0_weight_file(s.f0_predictor)
     out: dict[str, dict[str, Any]] = {
         "soft": {"kind": "soft", "speech_encoder": s.speech_encoder, "sha256": manifest.sha256(enc_file),
-                 "file": str(enc_file)},
+                 "file": str(enc_file),
+                 # only present when true, so fingerprints of real encoders stay as older versions wrote them
+                 **({"random_weights": True} if is_random_weight_file(enc_file) else {})},
         "f0": {"kind": "f0", "f0_predictor": s.f0_predictor, "sha256": manifest.sha256(f0_file) if f0_file else None,
                "file": str(f0_file) if f0_file else None, "sampling_rate": s.sampling_rate,
                "hop_length": s.hop_length, "threshold": F0_THRESHOLD},
@@ -191,6 +195,47 @@ def current_producers(settings: ExtractSettings, manifest: Manifest) -> dict[str
         out["mel"] = {"kind": "mel", **mel}
         out["aug_mel"] = out["aug_vol"] = {"kind": "aug", **mel, "seed": s.seed}
     return out
+
+
+def random_encoder_evidence(wavs: Iterable[str | os.PathLike], speech_encoder: str) -> str | None:
+    """Why the units of these training wavs come from a speech encoder with random weights, or None.
+
+    Reads the provenance manifest of each dataset folder (``<root>/<speaker>/<wav>``): a recorded
+    encoder marked random, or a recorded encoder file (still the same bytes) that carries the
+    random-weight marker. Without any record, the encoder file the config names (``pretrain/``)
+    decides. Training marks its checkpoints when this returns a reason.
+    """
+    from modules.pretrained import expected_path
+    from preprocessing.features import soft_path
+    from vencoder import get_spec
+    from vencoder.files import is_random_weight_file
+
+    manifests: dict[Path, Manifest] = {}
+    producers: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for wav in wavs:
+        root = Path(wav).parent.parent
+        if root not in manifests:
+            manifests[root] = Manifest.load(root) if manifest_path(root).is_file() else Manifest(root)
+        producer = manifests[root].recorded(soft_path(Path(wav)))
+        if producer is not None:
+            producers.setdefault(producer_id(producer), (root, producer))
+    for root, producer in producers.values():
+        where = manifest_path(root)
+        if producer.get("random_weights"):
+            return f"{where} records that the units were made by a random-weight {describe(producer)}"
+        file = Path(producer.get("file") or "")
+        if (is_random_weight_file(file) and manifests[root].sha256(file) == producer.get("sha256")):
+            return f"the units recorded in {where} were made by {file}, which has random weights"
+    if not producers:
+        from modules.errors import SvcError
+
+        try:
+            file = expected_path(get_spec(speech_encoder).pretrained)
+        except (SvcError, KeyError):  # an unknown encoder: training reports it elsewhere
+            return None
+        if is_random_weight_file(file):
+            return f"the speech-encoder file {file} (model.speech_encoder '{speech_encoder}') has random weights"
+    return None
 
 
 def _fields(paths: ArtifactPaths, settings: ExtractSettings) -> list[tuple[str, Path]]:

@@ -94,12 +94,14 @@ def preprocess_dataset(
     timings: dict[str, float] | None = None,
     force: bool = False,
     f0_stats_path: str | os.PathLike | None = None,
+    worker_threads: int | None = None,
 ) -> RunSummary:
     """Write the missing or stale artifacts of every wav under ``in_dir``; returns the summary.
 
     Which models made each artifact is kept in ``<in_dir>/.svc_provenance.json``
     (:mod:`preprocessing.provenance`): artifacts made with other models or settings are recomputed,
-    ``force`` recomputes everything. The weight files are checked before any file is looked at.
+    ``force`` recomputes everything. ``worker_threads``: PyTorch threads per spawned worker
+    (default: the cores shared among the workers). The weight files are checked before any file is looked at.
     ``timings`` (optional) receives the seconds spent per stage, summed over workers of the
     in-process run (spawned workers keep theirs). ``f0_stats_path``: afterwards, write the
     per-speaker f0 statistics of all f0 artifacts there (:mod:`preprocessing.f0_stats`).
@@ -132,7 +134,7 @@ def preprocess_dataset(
             if timings is not None:
                 timings.update(extractor.timings)
         else:
-            _run_pool(files, settings, n, summary, bar, plan)
+            _run_pool(files, settings, n, summary, bar, plan, worker_threads)
     finally:
         bar.close()
         plan.manifest.save()   # also after a crash: what was written so far is recorded
@@ -145,10 +147,11 @@ def preprocess_dataset(
 
 
 def _run_pool(files: list[Path], settings: ExtractSettings, n: int, summary: RunSummary, bar: Any,
-              plan: Any) -> None:
+              plan: Any, worker_threads: int | None = None) -> None:
     ctx = multiprocessing.get_context("spawn")  # CUDA and torch threads do not survive fork
     counter = ctx.Value("i", 0)
-    threads = max(1, (os.cpu_count() or 1) // n)  # n workers share the cores instead of oversubscribing
+    # n workers share the cores instead of oversubscribing, unless the script's --threads says otherwise
+    threads = worker_threads or max(1, (os.cpu_count() or 1) // n)
     level = logging.getLogger().getEffectiveLevel()
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
                              initargs=(settings, counter, threads, level)) as pool:

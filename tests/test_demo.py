@@ -20,7 +20,8 @@ import demo
 from tools import synth_voice
 from tools.demo import MARKER, MODEL_NAME
 
-STAGES = ["dataset", "encoder", "resample", "flist_config", "hubert_f0", "train", "cluster", "index", "infer", "plot"]
+STAGES = ["dataset", "encoder", "resample", "flist_config", "hubert_f0", "train", "cluster", "index", "infer", "plot",
+          "scores"]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,16 @@ def test_quick_demo_writes_plot_and_report(quick_demo):
     a = report["analysis"]
     assert set(a["dc"]) == {"input", "sovits"} and abs(a["dc"]["input"]) < 1e-3
     assert a["silence"]["silent_chunks_s"] and a["silence"]["max_abs_in_silent_chunks"]["sovits"] == 0.0
+    # evaluate.py's scores of the conversion (quick form: pm for f0), with the random encoder named
+    from evaluation.metrics import METRIC_KEYS
+
+    scores = report["scores"]
+    assert scores["f0_predictor"] == "pm" and scores["transpose"] == report["conversion"]["transpose"]
+    assert len(scores["target_refs"]) == 3 and all("/baritone/" in p for p in scores["target_refs"])
+    sovits = scores["pairs"]["sovits"]
+    assert list(scores["pairs"]) == ["sovits"] and set(sovits) == set(METRIC_KEYS)
+    assert abs(sovits["duration_ratio"] - 1) < 1e-3 and -1 <= sovits["spk_sim_target"] <= 1
+    assert "## Scores (evaluate.py)" in md and "| sovits | " in md and "say nothing about voice quality" in md
     # the optional stages left their models where inference_main.py looks for them
     model_dir = out / "work" / "logs" / MODEL_NAME
     assert (model_dir / "G_2.pth").is_file()
@@ -312,6 +323,12 @@ def test_report_states_the_measurements(tmp_path):
         "training": {"steps": 120, "loss_curve": {"loss/g/mel": {"first": 100.0, "last": 40.0, "first_step": 0,
                                                                   "last_step": 120, "points": 13}}},
         "conversion": {"input_voice": "alto", "target_speaker": "baritone", "transpose": -12, "f0_predictor": "fcpe"},
+        "scores": {"f0_predictor": "fcpe", "transpose": -12, "target_refs": ["/x/a.wav", "/x/b.wav"],
+                   "pairs": {"sovits": {"f0_rmse_cents": 35.25, "f0_corr": 0.91, "vuv_f1": 0.8, "loudness_corr": 0.7,
+                                        "spk_sim_target": 0.61, "spk_sim_source": 0.72, "duration_ratio": 1.0},
+                             "kmeans_0.5": {"f0_rmse_cents": None, "f0_corr": None, "vuv_f1": 0.0,
+                                            "loudness_corr": 0.5, "spk_sim_target": 0.6, "spk_sim_source": 0.7,
+                                            "duration_ratio": 1.0}}},
         "analysis": {"dc": {"input": 0.0, "sovits": -0.147, "kmeans_0.5": -0.14},
                      "rms": {"input": 0.2, "sovits": 0.3, "kmeans_0.5": 0.3},
                      "difference_vs_plain": {"kmeans_0.5": 0.25},
@@ -328,4 +345,11 @@ def test_report_states_the_measurements(tmp_path):
     assert "| sovits | -0.1470 |" in md and "| kmeans_0.5 | -0.1400 | 0.3000 | 0.25 | 0.0000 |" in md
     assert "practically the same" not in md
     assert "9.64–10.00 s" in md and "sovits 0.1500" in md
+    assert "| sovits | 35.2 | 0.910 | 0.800 | 0.700 | 0.610 | 0.720 | 1.000 |" in md
+    assert "| kmeans_0.5 | – | – | 0.000 |" in md and "against 2 of the target singer's" in md
+    assert "say nothing about voice quality" in md and "trained only 120 steps" in md
+    assert md.index("## Scores") < md.index("## Stages")
+    # a demo that could not score (no speaker-encoder weights) says so and still reports
+    write_report(tmp_path, {**report, "scores": {"error": "speaker similarity needs Resemblyzer"}})
+    assert "Not computed: speaker similarity needs Resemblyzer" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["analysis"]["dc"]["sovits"] == -0.147

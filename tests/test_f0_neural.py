@@ -119,7 +119,7 @@ def test_missing_rmvpe_says_where_to_put_it(tmp_path):
 def test_rmvpe_random_checkpoint_format(rmvpe_ckpt):
     ckpt = torch.load(rmvpe_ckpt, map_location="cpu", weights_only=True)
     sd = ckpt["model"]
-    assert set(ckpt) == {"model"} and len(sd) == 801
+    assert set(ckpt) == {"model", "svc_random_weights"} and len(sd) == 801  # + the random-weight marker
     assert sd["cnn.weight"].shape == (3, 16, 3, 3) and sd["fc.1.weight"].shape == (360, 512)
     assert sd["fc.0.gru.weight_ih_l0"].shape == (768, 384) and "unet.tf.layers.4.conv.0.weight" in sd
     with pytest.raises(CheckpointError, match="not an RMVPE checkpoint"):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 import torch
 
 import compress_model
 from models import SynthesizerTrn
-from modules.checkpoint import load_checkpoint, save_checkpoint, torch_load
+from modules.checkpoint import (CONFIG_KEY, config_from_checkpoint, has_random_weights, load_checkpoint,
+                                mark_random_weights, save_checkpoint, torch_load)
 from modules.cli import run_main
 from modules.hparams import get_hparams_from_file
 from tests.train_helpers import one_thread, write_config  # noqa: F401
@@ -60,7 +64,11 @@ def test_release_model_drops_training_state_and_gives_the_same_audio(trained):
     assert run_main(compress_model.main, ["-c", str(cfg), "-i", str(path)]) == 0
     out = path.with_name("G_5_release.pth")
     full, rel = torch_load(path), torch_load(out)
-    assert set(rel) == {"model", "iteration", "optimizer", "learning_rate"}
+    # 4.1's keys as 4.1 writes them, plus the config the trainer's checkpoints carry (issue 19)
+    assert set(rel) == {"model", "iteration", "optimizer", "learning_rate", CONFIG_KEY}
+    assert rel[CONFIG_KEY] == json.loads(cfg.read_text()) and rel[CONFIG_KEY]["spk"] == hps.spk.to_dict()
+    assert config_from_checkpoint(out) == rel[CONFIG_KEY]
+    assert not has_random_weights(rel)
     assert rel["iteration"] == 0 and rel["learning_rate"] == 0.0001
     assert set(rel["model"]) == {k for k in full["model"] if "enc_q" not in k}
     assert any("enc_q" in k for k in full["model"])
@@ -104,3 +112,18 @@ def test_mismatched_config_or_output_is_refused(trained, tmp_path, capsys):
     assert run_main(compress_model.main, ["-c", str(cfg), "-i", str(path), "-o", str(path)]) == 2
     assert "would overwrite the input" in capsys.readouterr().err
     assert not path.with_name("G_5_release.pth").exists()
+
+
+def test_a_model_trained_on_a_random_encoder_stays_marked(trained, tmp_path, caplog):
+    cfg, hps, path = trained
+    marked = tmp_path / "G_9.pth"
+    torch.save(mark_random_weights(torch_load(path)), marked)
+    out = tmp_path / "release.pth"
+    assert run_main(compress_model.main, ["-c", str(cfg), "-i", str(marked), "-o", str(out), "-hf"]) == 0
+    rel = torch_load(out)
+    assert has_random_weights(rel) and CONFIG_KEY in rel
+    caplog.set_level(logging.WARNING)
+    load_checkpoint(out, _net(hps), allow_missing=("enc_q",))
+    load_checkpoint(out, _net(hps), allow_missing=("enc_q",))
+    warnings = [r.getMessage() for r in caplog.records if "HAS RANDOM WEIGHTS" in r.getMessage()]
+    assert len(warnings) == 1 and str(out) in warnings[0] and "trained on features" in warnings[0]

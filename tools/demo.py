@@ -84,6 +84,11 @@ class DemoSettings:
     residual_scale: float = 0.2
 
     @property
+    def score_f0_predictor(self) -> str:
+        """F0 predictor of the scores (evaluate.py's): the conversion's own, pm in the quick form (cheap)."""
+        return "pm" if self.quick else F0_PREDICTOR
+
+    @property
     def extra_conversions(self) -> bool:
         """Also convert with k-means and with feature retrieval (not in the quick form)."""
         return not self.skip_cluster and not self.quick
@@ -454,6 +459,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     plot = runner.step("plot", lambda: write_plot(out, work, settings, random_encoder))
     curve = write_loss_curve(out, work / "logs" / MODEL_NAME, random_encoder)
     analysis = analyse_outputs(out / "input.wav", converted, work / "raw" / HELDOUT_NAME)
+    scores = runner.step("scores", lambda: score_conversions(
+        out / "input.wav", converted, trans, sorted((work / "dataset" / "44k" / target.name).glob("*.wav")),
+        settings.score_f0_predictor))
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
@@ -467,6 +475,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         "training": {"steps": settings.steps, "checkpoint": g_path, "last_logged": progress.last,
                      "loss_curve": curve},
         "analysis": analysis,
+        "scores": scores,
         "conversion": {"input_voice": source.name, "target_speaker": target.name, "transpose": trans,
                        "f0_predictor": F0_PREDICTOR, **plot["lengths"]},
         "outputs": {"input": str(out / "input.wav"), **{f"converted_{k}": str(v) for k, v in converted.items()},
@@ -647,6 +656,64 @@ def analyse_outputs(input_wav: Path, converted: dict[str, Path], heldout: Path) 
     return result
 
 
+MAX_SCORE_REFS = 5  # target clips used as speaker references (more add time, hardly precision)
+
+
+def score_conversions(source: Path, converted: dict[str, Path], transpose: int, target_clips: list[Path],
+                      f0_predictor: str) -> dict[str, Any]:
+    """evaluate.py's scores of each conversion against the held-out input ``source`` (model rate),
+    with up to :data:`MAX_SCORE_REFS` of the target singer's clips as speaker references.
+
+    Returns ``{"f0_predictor", "transpose", "target_refs": [paths], "pairs": {name: {metric: value}}}``
+    (metric keys: ``evaluation.metrics.METRIC_KEYS``), or ``{"error": message}`` when scoring is not
+    possible here (e.g. no speaker-encoder weights): the demo's other results stand without it.
+    """
+    from evaluation.runner import EvalOptions, EvalPair, evaluate
+
+    refs = tuple(target_clips[:MAX_SCORE_REFS])
+    names = list(converted)
+    options = EvalOptions(pairs=tuple(EvalPair(source, converted[n], float(transpose)) for n in names),
+                          target_refs=refs, f0_predictor=f0_predictor, device="cpu")
+    try:
+        report = evaluate(options)
+    except SvcError as e:
+        log.warning("the conversions were not scored: %s", e)
+        return {"error": str(e)}
+    from evaluation.metrics import METRIC_KEYS
+
+    return {"f0_predictor": f0_predictor, "transpose": transpose, "target_refs": [str(p) for p in refs],
+            "pairs": {n: {k: row[k] for k in METRIC_KEYS} for n, row in zip(names, report["pairs"])}}
+
+
+SCORE_COLUMNS = {"f0_rmse_cents": "F0 RMSE (cents)", "f0_corr": "F0 corr", "vuv_f1": "V/UV F1",
+                 "loudness_corr": "loudness corr", "spk_sim_target": "sim → target", "spk_sim_source": "sim → source",
+                 "duration_ratio": "duration ratio"}
+
+
+def _score_lines(scores: dict[str, Any], random_encoder: bool, steps: int) -> list[str]:
+    """The report's "Scores" section."""
+    lines = ["## Scores (evaluate.py)", ""]
+    if "error" in scores:
+        return lines + [f"Not computed: {scores['error']}", ""]
+    lines += ["| file | " + " | ".join(SCORE_COLUMNS.values()) + " |", "|---|" + "---:|" * len(SCORE_COLUMNS)]
+    for name, row in scores["pairs"].items():
+        lines.append(f"| {name} | " + " | ".join("–" if row.get(k) is None else f"{row[k]:.1f}" if k == "f0_rmse_cents"
+                                                  else f"{row[k]:.3f}" for k in SCORE_COLUMNS) + " |")
+    lines += ["", f"Each conversion against the held-out input (`input.wav`, transposition {scores['transpose']:+d}), "
+              f"f0 by {scores['f0_predictor']} on both sides; speaker similarity (Resemblyzer's encoder) against "
+              f"{len(scores['target_refs'])} of the target singer's dataset clips (*sim → target*) and against the "
+              "input (*sim → source*). Units and meaning: evaluation/metrics.py; the same numbers come from "
+              "`python evaluate.py --source input.wav --converted <file> -t <transposition> --target_refs <clips>`.", ""]
+    if random_encoder:
+        lines += [f"**These scores say nothing about voice quality.** The speech encoder had random weights, so "
+                  f"the units carry no phonetic content, and the model trained only {steps} steps on them. The "
+                  "pitch and loudness columns mostly show that the f0 and loudness handed to the decoder survive "
+                  "the pipeline (the model receives the transposed f0 directly); the similarities compare the "
+                  "timbre of a barely trained model's output with the singers'. They are here to show that the scoring runs and what it "
+                  "reports; with the real encoder and a trained model the same table measures the conversion.", ""]
+    return lines
+
+
 def write_report(out: Path, report: dict[str, Any]) -> None:
     from modules.io_utils import atomic_write_text
 
@@ -709,6 +776,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
                   "phrase groups) are converted with the rest, in 4.1 as here. Output RMS in those frames: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in a["silence"]["rms_in_quiet_frames"].items() if v is not None)
                   + " — what the model learned for near-silence in so few steps.", ""]
+    if report.get("scores"):
+        lines += _score_lines(report["scores"], random_encoder, report["training"]["steps"])
     lines += ["## Stages", "", "| stage | command | wall (s) | CPU (s) |", "|---|---|---:|---:|"]
     for st in report["stages"]:
         cmd = f"`{' '.join(st['command'])}`" if st["command"] else "(in the demo process)"

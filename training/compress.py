@@ -2,7 +2,9 @@
 
 The output keeps 4.1's layout, so 4.1's ``Svc`` and ours load it:
 ``{"model": weights without enc_q (fp16 with --half), "iteration": 0, "optimizer": a fresh
-AdamW state over the full model, "learning_rate": train.learning_rate}``.
+AdamW state over the full model, "learning_rate": 0.0001}``, plus, like the checkpoints the
+trainer writes, ``config`` (the ``-c`` config, speaker map included: the release loads without a
+side file) and the random-weight marker when the input carries it.
 
 Beyond 4.1: the input is read with ``weights_only`` and must fit the config (checked, with a
 clear error, instead of writing a file inference would later reject); tensors the checkpoint
@@ -64,7 +66,8 @@ def compress_model(*, config_path: str | os.PathLike, input_path: str | os.PathL
                    output_path: str | os.PathLike | None = None, half: bool = False) -> Path:
     """Write the release model of ``input_path`` and return its path (see the module docstring)."""
     from models import SynthesizerTrn
-    from modules.checkpoint import atomic_torch_save, load_state_dict_checked, torch_load
+    from modules.checkpoint import (CONFIG_KEY, atomic_torch_save, has_random_weights, load_state_dict_checked,
+                                    mark_random_weights, torch_load)
     from modules.hparams import get_hparams_from_file
 
     hps = get_hparams_from_file(config_path)
@@ -87,8 +90,11 @@ def compress_model(*, config_path: str | os.PathLike, input_path: str | os.PathL
     kept = {k: v for k, v in state.items() if TRAINING_ONLY_PREFIX not in k}
     if half:
         kept = to_half(kept)
-    atomic_torch_save({"model": kept, "iteration": 0, "optimizer": optim_g.state_dict(), "learning_rate": 0.0001},
-                      output)
+    release = {"model": kept, "iteration": 0, "optimizer": optim_g.state_dict(), "learning_rate": 0.0001,
+               CONFIG_KEY: hps.to_dict()}  # self-describing, as the trainer's G_*.pth (issue 19)
+    if has_random_weights(ckpt):  # a model trained on a random encoder's features stays marked
+        mark_random_weights(release)
+    atomic_torch_save(release, output)
     before, after = input_path.stat().st_size, output.stat().st_size
     log.info("Wrote %s: %d of %d tensors kept (%s dropped%s), %.1f MB → %.1f MB", output, len(kept), len(state),
              TRAINING_ONLY_PREFIX, ", float16" if half else "", before / 1e6, after / 1e6)

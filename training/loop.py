@@ -40,8 +40,8 @@ from torch.nn.utils import parametrize
 
 from models import MultiPeriodDiscriminator, SynthesizerTrn
 from models.train_step import discriminator_step_loss, generator_forward, generator_step_losses
-from modules.checkpoint import (CONFIG_KEY, checkpoint_step, clean_checkpoints, load_checkpoint, remove_interrupted_saves,
-                                save_checkpoint, torch_load)
+from modules.checkpoint import (CONFIG_KEY, RANDOM_WEIGHTS_KEY, checkpoint_step, clean_checkpoints, load_checkpoint,
+                                mark_random_weights, remove_interrupted_saves, save_checkpoint, torch_load)
 from modules.config_types import SovitsConfig
 from modules.errors import ConfigError, SvcError
 from training import runner
@@ -113,6 +113,7 @@ class TrainState:
     sampler: Any = None
     eval_loader: Any = None
     validation: Any = None   # evaluation.training.ValidationHook (rank 0, train.val_scores)
+    random_encoder: str | None = None  # why the units are a random encoder's: checkpoints get the marker
     last_result: StepResult | None = None
 
     def __post_init__(self) -> None:
@@ -615,6 +616,8 @@ def save_checkpoints(state: TrainState) -> None:
     train_state = runner.progress_state_dict(state.progress, scaler=scaler)
     for net, optim, name in ((state.net_g, state.optim_g, "G"), (state.net_d, state.optim_d, "D")):
         extra = {"step": step, CONFIG_KEY: config}
+        if state.random_encoder:
+            mark_random_weights(extra)
         if name == "G":
             extra["train_state"] = train_state
         with _portable(optim):
@@ -701,6 +704,14 @@ def run_worker(options: TrainOptions, runtime: Runtime) -> int:
 
             resumed = state.global_step - 1 if state.global_step > 0 else None
             runner.log_start(state, precision, int(hps.train.batch_size), resumed_step=resumed, what="SoVITS training")
+            from preprocessing.provenance import random_encoder_evidence
+
+            state.random_encoder = random_encoder_evidence(loader.dataset.audiopaths,
+                                                           hps.model.get("speech_encoder", "vec768l12"))
+            if state.random_encoder:
+                log.warning("RANDOM SPEECH ENCODER: %s. This run shows that training works, NOT voice quality; its "
+                            "G_/D_ checkpoints are marked as random weights (%s).", state.random_encoder,
+                            RANDOM_WEIGHTS_KEY)
             state.writer = open_writer(options.model_dir)
             state.writer_eval = open_writer(options.model_dir / "eval")
             if state.config.train.val_scores:

@@ -169,6 +169,32 @@ def load_encoder_file(path: str | os.PathLike, *, what: str, mmap: bool = False)
     return obj
 
 
+def is_random_weight_file(path: str | os.PathLike) -> bool:
+    """Whether an encoder weight file (PyTorch or ONNX) carries the random-weight marker.
+
+    A probe, not a load: no warning, tensors of zip files are memory-mapped, and a missing or
+    unreadable file counts as unmarked (the real loader reports those).
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        try:
+            props = onnx.load(str(path), load_external_data=False).metadata_props
+        except Exception:  # noqa: BLE001 - any parse failure: the loader will name it
+            return False
+        return any(p.key == RANDOM_WEIGHTS_KEY and p.value == "true" for p in props)
+    try:
+        obj = torch_load(path, stand_ins=FAIRSEQ_STAND_INS, what="speech-encoder file", mmap=zipfile.is_zipfile(path))
+    except (CheckpointError, TypeError):
+        return False
+    return has_random_weights(obj)
+
+
 def describe_kind(obj: Any) -> str:
     """A short human description of what a loaded file looks like (for wrong-kind messages)."""
     if not isinstance(obj, Mapping):

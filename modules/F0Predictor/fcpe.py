@@ -36,7 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from modules.audio import sinc_resample
-from modules.checkpoint import atomic_torch_save, load_state_dict_checked, torch_load
+from modules.checkpoint import (atomic_torch_save, has_random_weights, load_state_dict_checked, mark_random_weights,
+                                torch_load, warn_random_weights)
 from modules.errors import CheckpointError, MissingPretrainedError
 from modules.F0Predictor.base import NeuralF0Predictor, cached_model, resolve_device, restrict_salience
 from modules.mel_processing import STFT
@@ -255,6 +256,8 @@ def _read(path: Path) -> tuple[FCPEConfig, dict]:
     ckpt = torch_load(path, what="FCPE checkpoint")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"{path}: not an FCPE checkpoint (expected a dict with 'config' and 'model')")
+    if has_random_weights(ckpt):
+        warn_random_weights(path, "FCPE F0 predictor")
     sd = dict(ckpt["model"])
     if isinstance(ckpt.get("config"), dict):
         cfg = FCPEConfig.from_41(ckpt["config"], path)
@@ -355,7 +358,7 @@ def make_random_checkpoint(path: str | Path, seed: int = 0, *, n_layers: int = 2
         "loss": {"loss_mse_scale": 10, "loss_l2_regularization": False, "loss_l2_regularization_scale": 1,
                  "loss_grad1_mse": False, "loss_grad1_mse_scale": 1},
     }
-    atomic_torch_save({"config": config, "model": sd}, path)
+    atomic_torch_save(mark_random_weights({"config": config, "model": sd}), path)  # the mark travels with the file
     return Path(path)
 
 

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from modules.audio import sinc_resample
-from modules.checkpoint import atomic_torch_save, load_state_dict_checked, torch_load
+from modules.checkpoint import (atomic_torch_save, has_random_weights, load_state_dict_checked, mark_random_weights,
+                                torch_load, warn_random_weights)
 from modules.errors import CheckpointError
 from modules.F0Predictor.base import NeuralF0Predictor, cached_model, resolve_device, restrict_salience
 from modules.mel_processing import htk_log_mel_spectrogram
@@ -172,6 +173,8 @@ class E2E0(nn.Module):
 # --- loading -------------------------------------------------------------------------------------
 def _read_state_dict(path: Path) -> dict:
     ckpt = torch_load(path, what="RMVPE checkpoint")
+    if has_random_weights(ckpt):
+        warn_random_weights(path, "RMVPE F0 predictor")
     if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
         return ckpt["model"]
     if isinstance(ckpt, dict) and "fc.1.weight" in ckpt:  # a bare state dict (some re-uploads)
@@ -213,7 +216,7 @@ def make_random_checkpoint(path: str | Path, seed: int = 0, *, dtype: torch.dtyp
         elif k.endswith(("running_mean", "bias")) and v.ndim == 1:
             v.copy_(0.02 * torch.randn(v.shape, generator=gen))
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
-    atomic_torch_save({"model": sd}, path)
+    atomic_torch_save(mark_random_weights({"model": sd}), path)  # the mark travels with the file
     return Path(path)
 
 
