@@ -16,7 +16,12 @@ Precisions:
   f0 in float32 (as the decoder already does for half precision);
 * ``bf16-autocast``: float32 weights under ``torch.autocast(device, bfloat16)``;
 * ``bf16-dec``: only the synthesizer's decoder in bfloat16 (prior and flow float32);
-* ``fp16``: float16 weights (CUDA; on a CPU without AVX512-FP16 it is very slow).
+* ``bf16-1d``: as ``bf16`` with the decoder's plain 1-D convolutions instead of the channels-last
+  2-D layout (synthesizer only);
+* ``fp16``: float16 weights (CUDA; on a CPU without AVX512-FP16 it is very slow);
+* ``fp32-reseed`` (synthesizer): float32 with another seed (prior noise and sine phases), i.e.
+  another equally valid rendering: the scale against which a precision's difference is small
+  or not.
 
 Models: ``--size full`` the real architectures with random weights (the 4.1 default
 synthesizer config, the published NSF-HiFiGAN, 4.1's Unit2Mel, ContentVec base); ``--size
@@ -50,9 +55,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 SR, HOP = 44100, 512
-PRECISIONS = ("fp32", "bf16", "bf16-autocast", "bf16-dec", "fp16")
+PRECISIONS = ("fp32", "bf16", "bf16-autocast", "bf16-dec", "bf16-1d", "fp16", "fp32-reseed")
 DTYPES = {"bf16": torch.bfloat16, "bf16-autocast": torch.float32, "bf16-dec": torch.float32,
-          "fp16": torch.float16, "fp32": torch.float32}
+          "bf16-1d": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp32-reseed": torch.float32}
 
 
 # --- audio difference ---------------------------------------------------------------------------
@@ -132,9 +137,9 @@ def synth_case(size: str, seconds: float, device: str):
                 for name, p in net.named_parameters():
                     if ".post." in name:
                         p.normal_(0, 0.02)
-        net.prepare_for_inference()
+        net.prepare_for_inference(conv2d=precision != "bf16-1d")
         net.to(device)
-        if precision in ("bf16", "fp16"):
+        if precision in ("bf16", "bf16-1d", "fp16"):
             net.to(DTYPES[precision])
         elif precision == "bf16-dec":
             net.dec = _CastingDecoder(net.dec, torch.bfloat16)
@@ -145,7 +150,8 @@ def synth_case(size: str, seconds: float, device: str):
     def call(net, precision):
         cc, ff, uu, ss = inputs
         with autocast_ctx(precision, device):
-            return net.infer(cc, ff, uu, g=ss, noice_scale=0.4)[0].float()
+            seed = 52469 if precision == "fp32-reseed" else 52468
+            return net.infer(cc, ff, uu, g=ss, noice_scale=0.4, seed=seed)[0].float()
 
     return make, call, c.shape[-1] * HOP / SR
 
@@ -180,7 +186,7 @@ def vocoder_case(size: str, seconds: float, device: str):
         model = voc.model
         if mel is None:
             mel = voc.extract(audio.to(device), SR)
-        if precision in ("bf16", "fp16", "bf16-dec"):
+        if precision in ("bf16", "fp16", "bf16-dec", "bf16-1d"):
             model.to(torch.bfloat16 if precision != "fp16" else torch.float16)
         return voc
 
