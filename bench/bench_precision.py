@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -183,7 +184,8 @@ def vocoder_case(size: str, seconds: float, device: str):
     def make(precision: str):
         nonlocal mel
         voc = Vocoder("nsf-hifigan", tmp / "model", device=device)
-        model = voc.model
+        # The loader shares one model per process (enhancer and vocoder): each precision gets its own.
+        voc._model = model = copy.deepcopy(voc.model)
         if mel is None:
             mel = voc.extract(audio.to(device), SR)
         if precision in ("bf16", "fp16", "bf16-dec", "bf16-1d"):
@@ -245,8 +247,6 @@ def encoder_case(size: str, seconds: float, device: str):
     def make(precision: str):
         enc = get_speech_encoder("vec768l12", device=device, path=path)
         if precision in ("bf16", "fp16", "bf16-dec"):
-            import copy
-
             enc = copy.copy(enc)
             enc.model = copy.deepcopy(enc.model).to(torch.bfloat16 if precision != "fp16" else torch.float16)
             enc.dtype = enc.model and next(enc.model.parameters()).dtype
