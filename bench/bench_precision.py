@@ -194,6 +194,7 @@ def vocoder_case(size: str, seconds: float, device: str):
 
     def call(voc, precision):
         dt = voc.model.conv_pre.weight.dtype if hasattr(voc.model, "conv_pre") else torch.float32
+        torch.manual_seed(1)  # the source draws initial phases and noise
         with autocast_ctx(precision, device):
             return voc.infer(mel.to(dt), f0).float()
 
