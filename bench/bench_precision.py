@@ -227,7 +227,8 @@ def diffusion_case(size: str, seconds: float, device: str):
         kw = dict(gt_spec=gt.to(device, dt), infer=True, infer_speedup=10, method="dpm-solver++", k_step=100,
                   use_tqdm=False)
         with autocast_ctx(precision, device):
-            return model(units.to(device, dt), f0.to(device), vol.to(device, dt), **kw).float()
+            # f0 in the model's dtype: Unit2Mel embeds log(1 + f0/700) with a Linear of that dtype
+            return model(units.to(device, dt), f0.to(device, dt), vol.to(device, dt), **kw).float()
 
     return make, call, frames * HOP / SR
 
