@@ -23,6 +23,24 @@ log = logging.getLogger(__name__)
 TITLE = "so-vits-svc 4.1 realtime"
 READOUT_KEYS = ("latency", "compute", "status")
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(RealtimeSettings)}
+#: Warn when the median compute time of the recent blocks reaches this share of the block length:
+#: above it, a slower block (another program, a louder passage with more voiced frames) drops out.
+COMPUTE_WARNING_SHARE = 0.8
+COMPUTE_WARNING_BLOCKS = 10  # recent blocks the median is taken over
+
+
+def compute_warning(times, block_seconds: float) -> str | None:
+    """A warning for the status line when blocks take ≥ :data:`COMPUTE_WARNING_SHARE` of the block
+    length (median of the last :data:`COMPUTE_WARNING_BLOCKS` compute times, seconds), else None."""
+    recent = sorted(list(times)[-COMPUTE_WARNING_BLOCKS:])
+    if not recent or block_seconds <= 0:
+        return None
+    median = recent[len(recent) // 2]
+    if median < COMPUTE_WARNING_SHARE * block_seconds:
+        return None
+    return (f"warning: blocks take {1000 * median:.0f} ms of {1000 * block_seconds:.0f} ms "
+            f"({100 * median / block_seconds:.0f} %); audio will drop out: raise the block time"
+            + (" or choose precision bf16/auto" if "precision" in _FIELD_TYPES else ""))
 
 
 def model_speakers(model_path: str, config_path: str = "") -> list[str]:
@@ -227,6 +245,13 @@ class RealtimeApp:
         load = compute / conv.block_seconds if conv.block_seconds else 0.0
         self.window["compute"].update(f"{1000 * compute:.0f} ms of {1000 * conv.block_seconds:.0f} ms "
                                       f"({100 * load:.0f} %)")
+        warning = compute_warning(conv.compute_times, conv.block_seconds)
+        if warning is not None:
+            self.status(warning)
+            self._compute_warned = True
+        elif getattr(self, "_compute_warned", False):
+            self.status("running")
+            self._compute_warned = False
         if stream is not None and stream.error is not None:
             err = stream.error
             self.stop()
