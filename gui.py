@@ -33,6 +33,8 @@ _SWITCHES = {"enhance": "enhancer", "shallow_diffusion": "use_diffusion", "featu
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description="so-vits-svc 4.1 realtime conversion (window, or --input/--output "
                                             "file mode through the same block-by-block path)")
     p.add_argument("--settings", default=DEFAULT_SETTINGS,
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-align", dest="align", action="store_false", default=True,
                    help="file mode: keep the stream's latency in the output instead of removing it")
     p.add_argument("--list-devices", action="store_true", help="print the sound devices and exit")
+    add_threads_argument(p)
     g = p.add_argument_group("settings (override the settings file)")
     g.add_argument("-m", "--model_path")
     g.add_argument("-c", "--config_path", help="default: config.json beside the model")
@@ -89,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if (args.input is None) != (args.output is None):
         raise SvcError("file mode needs both --input and --output")
+    from modules.runtime import apply_inference_profile
+
+    # Interactive: a passive OpenMP wait policy keeps blocks on time when other programs run.
+    # Memory bounds as the converter had them before (fixed block shapes: nothing to trim per block).
+    apply_inference_profile(threads=args.threads, interactive=True, reexec=False)
 
     from inference.realtime import RealtimeSettings, load_settings
 

@@ -1,7 +1,8 @@
 """Step 2: speaker ids, ``filelists/train.txt`` / ``val.txt``, ``configs/config.json`` and ``diffusion.yaml``.
 
 Same flags and defaults as so-vits-svc 4.1's ``preprocess_flist_config.py``; additions:
-``--seed`` (reproducible split), ``--val_per_speaker`` and ``--config_dir``. Speaker ids follow
+``--seed`` (reproducible split), ``--val_per_speaker``, ``--config_dir``, and the dataset quality
+summary first (``--skip_check`` to skip it, ``--strict`` to stop on unusable clips). Speaker ids follow
 the sorted speaker-folder names. Exit status 1 when any clip could not be used (listed).
 """
 
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val_per_speaker", type=int, default=2, help="validation clips per speaker (default 2)")
     p.add_argument("--config_dir", type=str, default="configs",
                    help="where config.json and diffusion.yaml are written (default configs)")
+    p.add_argument("--skip_check", action="store_true", help="skip the dataset quality summary (check_dataset.py)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop before writing anything when a clip cannot be trained on (listed)")
     return p
 
 
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, val_per_speaker=args.val_per_speaker, config_dir=args.config_dir,
         # 4.1 kept the template's list paths in the configs; ours follow non-default --train_list/--val_list.
         write_list_paths_to_config=(args.train_list != DEFAULT_TRAIN_LIST or args.val_list != DEFAULT_VAL_LIST),
+        quality_check=not args.skip_check, strict=args.strict,
     )
     summary.log(logging.getLogger("preprocess_flist_config"), rerun_hint="they are left out of the file lists")
     return summary.exit_code

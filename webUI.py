@@ -17,12 +17,15 @@ DEFAULT_PORT = 7860  # 4.1's port
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modules.runtime import add_threads_argument
+
     p = argparse.ArgumentParser(description="so-vits-svc 4.1 web UI (Gradio)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: the whole network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--share", action="store_true", default=False,
                    help="also publish a temporary public link through Gradio's share servers (off by default)")
+    add_threads_argument(p)
     return p
 
 
@@ -32,14 +35,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if not 0 < args.port < 65536:
         raise SvcError(f"--port must be in 1..65535, got {args.port}")
+    from modules.runtime import apply_inference_profile
+
+    # Interactive: OpenMP threads sleep between regions, so other load does not stall the page.
+    # The huge-page re-exec repeats this process's command line: only when main() runs it.
+    profile = apply_inference_profile(threads=args.threads, interactive=True, reexec=argv is None)
     from webui.app import build_app, launch
 
-    launch(build_app(), host=args.host, port=args.port, share=args.share)
+    launch(build_app(on_slice_done=profile.on_slice_done), host=args.host, port=args.port, share=args.share)
     return 0
 
 
 if __name__ == "__main__":
-    from inference.memory import exec_with_huge_pages
-
-    exec_with_huge_pages()  # once, before any work (see inference/memory.py)
     sys.exit(run_main(main))

@@ -171,7 +171,7 @@ def make_legacy(svc, f0p: str):
 
 def child(args) -> None:
     if args.pipeline == "ours":
-        from inference.memory import exec_with_huge_pages
+        from modules.runtime import exec_with_huge_pages
 
         exec_with_huge_pages()  # as inference_main.py does
     import numpy as np  # noqa: F401
@@ -180,12 +180,12 @@ def child(args) -> None:
     torch.set_num_threads(2)
     files = json.loads(args.files)
     os.environ["SVC_PRETRAIN_DIR"] = files["pretrain"]
-    import inference.memory
     from inference.infer_tool import Svc
+    from modules import runtime
     from modules.audio import save_audio
 
-    if args.pipeline == "41":
-        inference.memory._done = True  # 4.1 had no memory bounds: leave glibc and oneDNN at their defaults
+    if args.pipeline == "ours":  # as inference_main.py's profile; 4.1 had no memory bounds (glibc/oneDNN defaults)
+        runtime.bound_native_memory()
     t0 = time.perf_counter()
     svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None)
     svc.f0_predictor(args.f0, 0.05)
@@ -201,7 +201,8 @@ def child(args) -> None:
     path = files["songs"][str(args.seconds) + ("tiled" if tiled else "")]
     c0, t1 = time.process_time(), time.perf_counter()
     if args.pipeline != "41":
-        out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False)
+        out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False,
+                                  on_slice_done=runtime.release_free_memory)
     else:
         out = legacy_slice_inference(svc, path, "a", args.f0)
     wall, cpu = time.perf_counter() - t1, time.process_time() - c0

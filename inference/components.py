@@ -17,24 +17,13 @@ from modules.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-# 4.1's inference_main.py choices, used only if the predictor registry cannot be read.
-_F0_NAMES_41 = ("crepe", "pm", "dio", "harvest", "rmvpe", "fcpe")
-
-
 # --- F0 predictors -------------------------------------------------------------------------------
 def f0_predictor_names() -> list[str]:
-    """Names accepted by ``-f0p`` (from the predictor registry)."""
-    import modules.F0Predictor as registry
+    """Names accepted by ``-f0p``: ``ConversionOptions.choices("f0_predictor")`` (the registry).
+    Kept for callers that list names; validation belongs to :class:`inference.options.ConversionOptions`."""
+    from inference.options import f0_predictor_choices
 
-    for attr in ("list_f0_predictors", "list_predictors"):
-        fn = getattr(registry, attr, None)
-        if callable(fn):
-            return list(fn())
-    for attr in ("F0_PREDICTORS", "PREDICTORS"):
-        table = getattr(registry, attr, None)
-        if table:
-            return list(table)
-    return list(_F0_NAMES_41)
+    return f0_predictor_choices()
 
 
 def get_f0_predictor(name: str, *, hop_length: int, sampling_rate: int, device: torch.device, threshold: float):

@@ -6,8 +6,13 @@ a k-means / feature-index file) once, then converts:
 * :meth:`Svc.infer` — one segment (spec §10.2): f0 at the model rate → transposition; units at
   16 kHz → stretched to frames → optional k-means / retrieval mix; synthesizer (with per-frame
   speaker mix); optional shallow diffusion (or diffusion only), enhancer, loudness envelope.
-* :meth:`Svc.slice_inference` — a whole file (spec §10.3): silence slicing, zero padding,
-  optional forced clipping with a linear crossfade, assembly to exactly the input's length.
+* :meth:`Svc.convert` — a whole recording (spec §10.3): silence slicing, zero padding,
+  optional forced clipping with a linear crossfade, assembly to exactly the input's length. Its
+  knobs are one :class:`~inference.options.ConversionOptions`; :meth:`Svc.slice_inference`
+  (4.1's keywords) and :meth:`Svc.infer` build one and call the same path.
+
+The library never changes process-wide state (allocator, threads): scripts apply
+``modules.runtime`` and may pass ``on_slice_done`` (e.g. a heap release) to :meth:`Svc.convert`.
 
 Differences from 4.1 that cannot change a trained model's output are listed in
 ``docs/compatibility.md`` (the whole input is resampled once and never round-tripped through a
@@ -25,7 +30,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,13 +42,12 @@ from modules.volume import VolumeExtractor
 
 from inference import components
 from inference.loudness import change_rms
-from inference.memory import bound_native_memory, release_free_memory
+from inference.options import SEED, ConversionOptions  # noqa: F401 (SEED: the name 4.1 code imports here)
 from inference.slicer import Chunk, slice_audio
 from inference.spk_mix import check_spk_mix_map, mix_weights
 
 log = logging.getLogger(__name__)
 
-SEED = 52468                 # SynthesizerTrn.infer's default seed (4.1)
 ENCODER_RATE = 16000         # Hz: every speech encoder reads 16 kHz audio
 SLICER_MIN_LEN_MS = 5000     # 4.1's slicer min_length at inference
 MIN_SEGMENT_SECONDS = 0.1    # shortest padded segment sent to the models (see _pad_amounts)
@@ -173,7 +177,6 @@ class Svc:
                  half: bool = False,
                  encoder_path: str | os.PathLike | None = None,
                  enhancer_path: str | os.PathLike | None = None) -> None:
-        bound_native_memory()
         self.net_g_path = str(net_g_path) if net_g_path is not None else None
         self.only_diffusion = bool(only_diffusion)
         self.shallow_diffusion = bool(shallow_diffusion) and not self.only_diffusion
@@ -387,13 +390,10 @@ class Svc:
         check_finite(wav, "input audio")
         return np.ascontiguousarray(wav, dtype=np.float32)
 
-    def infer(self, speaker: Any, tran: float, raw_path: Any, *, cluster_infer_ratio: float = 0,
-              auto_predict_f0: bool = False, noice_scale: float = 0.4, f0_filter: bool = False,
-              f0_predictor: str = "pm", enhancer_adaptive_key: float = 0, cr_threshold: float = 0.05,
-              k_step: int = 100, frame: int = 0, spk_mix: bool = False, second_encoding: bool = False,
-              loudness_envelope_adjustment: float = 1, vol: torch.Tensor | None = None,
-              start_frame: int | None = None, use_tqdm: bool = False, seed: int = SEED):
-        """Convert one segment (spec §10.2).
+    def infer(self, speaker: Any, tran: float, raw_path: Any, *args: Any, frame: int = 0, spk_mix: bool = False,
+              vol: torch.Tensor | None = None, start_frame: int | None = None, use_tqdm: bool = False,
+              options: ConversionOptions | None = None, **option_values: Any):
+        """Convert one segment (spec §10.2); 4.1's signature.
 
         Args:
             speaker: name or id; with ``spk_mix`` the weights ``[n_speakers, frames]`` of the song
@@ -402,25 +402,31 @@ class Svc:
                 stereo), or a float array at the model rate.
             vol: per-frame loudness ``[1, T]`` to use instead of measuring it (realtime GUI).
             start_frame: drop this many leading frames before synthesis (realtime GUI).
-            seed: the synthesizer seeds the RNG with it on every call (4.1: 52468).
+            options: the conversion options (``tran`` and ``option_values`` are applied on top);
+                ``option_values`` are 4.1's keywords (``cluster_infer_ratio``, ``noice_scale``,
+                ``f0_filter``, ``f0_predictor``, ``cr_threshold``, ``k_step``, ``seed`` ...), see
+                :class:`~inference.options.ConversionOptions`. ``args``: the same in 4.1's
+                positional order (:data:`INFER_41_ORDER`).
         Returns:
             ``(audio [T·hop] float32 tensor on the device, its length, T)``.
         """
+        positional = _positional(INFER_41_ORDER, args, option_values)
+        frame = positional.pop("frame", frame)
+        spk_mix = positional.pop("spk_mix", spk_mix)
+        opts = (options or ConversionOptions()).replace(transpose=tran, **positional, **option_values)
         wav = self._load_segment(raw_path)
         with torch.inference_mode():
-            return self._infer_wav(wav, speaker, tran, cluster_infer_ratio=cluster_infer_ratio,
-                                   auto_predict_f0=auto_predict_f0, noice_scale=noice_scale, f0_filter=f0_filter,
-                                   f0_predictor=f0_predictor, enhancer_adaptive_key=enhancer_adaptive_key,
-                                   cr_threshold=cr_threshold, k_step=k_step, frame=frame, spk_mix=spk_mix,
-                                   second_encoding=second_encoding,
-                                   loudness_envelope_adjustment=loudness_envelope_adjustment, vol=vol,
-                                   start_frame=start_frame, use_tqdm=use_tqdm, seed=seed)
+            return self._infer_wav(wav, speaker, opts, frame=frame, spk_mix=spk_mix, vol=vol,
+                                   start_frame=start_frame, use_tqdm=use_tqdm)
 
-    def _infer_wav(self, wav: np.ndarray, speaker: Any, tran: float, *, cluster_infer_ratio: float,
-                   auto_predict_f0: bool, noice_scale: float, f0_filter: bool, f0_predictor: str,
-                   enhancer_adaptive_key: float, cr_threshold: float, k_step: int, frame: int, spk_mix: bool,
-                   second_encoding: bool, loudness_envelope_adjustment: float, vol: torch.Tensor | None,
-                   start_frame: int | None, use_tqdm: bool, seed: int):
+    def _infer_wav(self, wav: np.ndarray, speaker: Any, options: ConversionOptions, *, frame: int = 0,
+                   spk_mix: bool = False, vol: torch.Tensor | None = None, start_frame: int | None = None,
+                   use_tqdm: bool = False):
+        """One padded segment ``wav`` (float32 ``[L]``, model rate) → ``(audio, length, frames)``."""
+        tran, f0_filter, f0_predictor = options.transpose, options.f0_filter, options.f0_predictor
+        cr_threshold, k_step, seed = options.cr_threshold, options.k_step, options.seed
+        second_encoding = options.second_encoding
+        loudness_envelope_adjustment = options.loudness_envelope_adjustment
         if spk_mix:
             c, f0, uv = self.get_unit_f0(wav, tran, 0, None, f0_filter, f0_predictor, cr_threshold)
             n_frames = f0.size(1)
@@ -430,7 +436,8 @@ class Svc:
             sid = weights.transpose(0, 1).to(self.dev)
         else:
             sid = torch.LongTensor([self.speaker_id(speaker)]).to(self.dev).unsqueeze(0)
-            c, f0, uv = self.get_unit_f0(wav, tran, cluster_infer_ratio, speaker, f0_filter, f0_predictor, cr_threshold)
+            c, f0, uv = self.get_unit_f0(wav, tran, options.cluster_infer_ratio, speaker, f0_filter, f0_predictor,
+                                         cr_threshold)
             n_frames = f0.size(1)
         c, f0, uv = c.to(self.dtype), f0.to(self.dtype), uv.to(self.dtype)
         if start_frame:
@@ -446,15 +453,15 @@ class Svc:
                 vol = self.volume_extractor.extract(torch.from_numpy(wav).to(self.dev)[None, :])[None, :]
                 if start_frame:
                     vol = vol[:, start_frame:]
-            audio, f0 = self.net_g_ms.infer(c, f0=f0, g=sid, uv=uv, predict_f0=auto_predict_f0,
-                                            noice_scale=noice_scale, vol=vol, seed=seed)
+            audio, f0 = self.net_g_ms.infer(c, f0=f0, g=sid, uv=uv, predict_f0=options.auto_predict_f0,
+                                            noice_scale=options.noice_scale, vol=vol, seed=seed)
             audio = audio[0, 0].float()
             audio_mel = self.vocoder.extract(audio[None, :], self.target_sample) if self.shallow_diffusion else None
         c, f0, uv = c.float(), f0.float(), uv.float()
         if self.only_diffusion or self.shallow_diffusion:
             audio = self._diffuse(audio, audio_mel, c, f0, vol, sid, k_step, second_encoding, use_tqdm)
         if self.enhancer is not None:
-            audio = self._enhance(audio, f0, enhancer_adaptive_key)
+            audio = self._enhance(audio, f0, options.enhancer_adaptive_key)
         if loudness_envelope_adjustment != 1:
             audio = change_rms(wav, self.target_sample, audio, self.target_sample, loudness_envelope_adjustment)
         return audio, audio.shape[-1], n_frames
@@ -486,83 +493,71 @@ class Svc:
         return out
 
     # ------------------------------------------------------------------ whole file (spec §10.3)
-    def slice_inference(self, raw_audio_path: Any, spk: Any, tran: float, *, slice_db: float = -40,
-                        cluster_infer_ratio: float = 0, auto_predict_f0: bool = False, noice_scale: float = 0.4,
-                        pad_seconds: float = 0.5, clip_seconds: float = 0, lg_num: float = 0,
-                        lgr_num: float = 0.75, f0_predictor: str = "pm", enhancer_adaptive_key: float = 0,
-                        cr_threshold: float = 0.05, k_step: int = 100, use_spk_mix: bool = False,
-                        second_encoding: bool = False, loudness_envelope_adjustment: float = 1,
-                        max_chunk_seconds: float = 60.0, progress: bool = True, seed: int = SEED,
-                        sr: int | None = None) -> np.ndarray:
-        """Convert a whole file → float32 audio at the model rate, as long as the input.
+    def slice_inference(self, raw_audio_path: Any, spk: Any, tran: float, *args: Any, progress: bool = True,
+                        sr: int | None = None, on_slice_done: Callable[[], None] | None = None,
+                        options: ConversionOptions | None = None, **option_values: Any) -> np.ndarray:
+        """Convert a whole file → float32 audio at the model rate, as long as the input (4.1's
+        signature: ``option_values`` are its keywords, e.g. ``slice_db=-40, noice_scale=0.4``;
+        see :class:`~inference.options.ConversionOptions` for all of them and their units).
 
         ``raw_audio_path`` is a path (any soundfile format, any rate, mono or stereo) or a float
         array with its rate in ``sr``. ``spk``: speaker name/id, or (with ``use_spk_mix``) a
-        ``spk_mix_map`` dict (spec §10.7). Timing parameters are in seconds; ``lg_num`` is the
-        crossfade between forced clips (``clip_seconds``) and ``lgr_num`` the part of it that is
-        blended. Voiced chunks longer than ``max_chunk_seconds`` (0 = no limit) are split at
-        their quietest point so memory stays bounded (4.1 converted them whole).
+        ``spk_mix_map`` dict (spec §10.7). Equivalent to
+        ``convert(audio, sr, spk, options.replace(transpose=tran, **option_values))``. ``args``:
+        the options in 4.1's positional order (:data:`SLICE_INFERENCE_41_ORDER`; 4.1's web UI
+        passed them so).
         """
+        positional = _positional(SLICE_INFERENCE_41_ORDER, args, option_values)
+        opts = (options or ConversionOptions()).replace(transpose=tran, **positional, **option_values)
         if isinstance(raw_audio_path, (np.ndarray, torch.Tensor)):
             if sr is None:
                 raise SvcError("slice_inference on an array needs its sample rate (sr=...)")
-            y = raw_audio_path.detach().cpu().numpy() if isinstance(raw_audio_path, torch.Tensor) else raw_audio_path
-            y = np.asarray(y, dtype=np.float32)
-            if y.ndim == 2:
-                y = y.mean(axis=0 if y.shape[0] <= 8 else 1)
-            in_sr = int(sr)
-            if y.size == 0:
-                raise AudioError("input audio holds no samples")
-            check_finite(y, "input audio")
+            y, in_sr = raw_audio_path, sr
         else:
             from modules.audio import load_audio
 
             y, in_sr = load_audio(raw_audio_path)
-        return self._slice_convert(y, in_sr, spk, tran, slice_db=slice_db, cluster_infer_ratio=cluster_infer_ratio,
-                                   auto_predict_f0=auto_predict_f0, noice_scale=noice_scale, pad_seconds=pad_seconds,
-                                   clip_seconds=clip_seconds, lg_num=lg_num, lgr_num=lgr_num,
-                                   f0_predictor=f0_predictor, enhancer_adaptive_key=enhancer_adaptive_key,
-                                   cr_threshold=cr_threshold, k_step=k_step, use_spk_mix=use_spk_mix,
-                                   second_encoding=second_encoding,
-                                   loudness_envelope_adjustment=loudness_envelope_adjustment,
-                                   max_chunk_seconds=max_chunk_seconds, progress=progress, seed=seed)
+        return self.convert(y, in_sr, spk, opts, progress=progress, on_slice_done=on_slice_done)
 
-    def check_options(self, *, spk: Any, cluster_infer_ratio: float, pad_seconds: float, clip_seconds: float,
-                      lg_num: float, lgr_num: float, k_step: int, use_spk_mix: bool, noice_scale: float,
-                      loudness_envelope_adjustment: float, f0_predictor: str) -> None:
-        """Reject impossible settings before any work, naming the flag."""
-        if pad_seconds < 0:
-            raise SvcError(f"pad seconds (-p) must be ≥ 0, got {pad_seconds}")
-        if clip_seconds < 0:
-            raise SvcError(f"clip seconds (-cl) must be ≥ 0, got {clip_seconds}")
-        if lg_num < 0:
-            raise SvcError(f"crossfade seconds (-lg) must be ≥ 0, got {lg_num}")
-        if clip_seconds > 0 and lg_num > clip_seconds:
-            raise SvcError(f"crossfade (-lg {lg_num}) must not be longer than the clip length (-cl {clip_seconds})")
-        if not 0 <= lgr_num <= 1:
-            raise SvcError(f"crossfade retain ratio (-lgr) must be in [0, 1], got {lgr_num}")
-        if not 0 <= cluster_infer_ratio <= 1:
-            raise SvcError(f"cluster/retrieval ratio (-cr) must be in [0, 1], got {cluster_infer_ratio}")
-        if not 0 <= loudness_envelope_adjustment <= 1:
-            raise SvcError(f"loudness envelope ratio (-lea) must be in [0, 1], got {loudness_envelope_adjustment}")
-        if noice_scale < 0:
-            raise SvcError(f"noise scale (-ns) must be ≥ 0, got {noice_scale}")
-        if (self.shallow_diffusion or self.only_diffusion) and k_step < 1:
-            raise SvcError(f"diffusion depth (-ks) must be ≥ 1, got {k_step}")
-        names = components.f0_predictor_names()
-        if f0_predictor not in names:
-            raise SvcError(f"unknown f0 predictor {f0_predictor!r}; choose one of: {', '.join(names)}")
-        if cluster_infer_ratio != 0 and self.cluster_model is None and not use_spk_mix:
-            raise SvcError(f"cluster/retrieval ratio {cluster_infer_ratio} requested but "
+    def check_options(self, speaker: Any, options: ConversionOptions) -> None:
+        """Reject options this loaded model cannot honour (the values themselves were checked by
+        :class:`ConversionOptions`): a ratio without a cluster file, mixing without
+        ``spk_mix_enable``, an unknown speaker."""
+        ratio = options.cluster_infer_ratio
+        if ratio != 0 and self.cluster_model is None and not options.use_spk_mix:
+            raise SvcError(f"cluster/retrieval ratio {ratio} requested but "
                            f"{self.cluster_model_path or 'no k-means / index file'} was not found (train it, pass -cm, "
                            "or set -cr 0)")
-        if use_spk_mix:
+        if options.use_spk_mix:
             if not self.spk_mix_enable:
                 raise SvcError("speaker mixing needs Svc(spk_mix_enable=True) (inference_main: -usm)")
-            check_spk_mix_map(spk, len(self.spk2id))
+            check_spk_mix_map(speaker, len(self.spk2id))
         else:
-            self.speaker_id(spk)
+            self.speaker_id(speaker)
 
+    def convert(self, audio: np.ndarray | torch.Tensor, sr: int, speaker: Any, options: ConversionOptions, *,
+                progress: bool = True, on_slice_done: Callable[[], None] | None = None) -> np.ndarray:
+        """Convert a whole recording: the one offline conversion path.
+
+        Args:
+            audio: float samples ``[L]`` (or ``[C, L]`` / ``[L, C]``, mixed to mono) at ``sr`` Hz.
+            sr: its sample rate in Hz.
+            speaker: name or id, or with ``options.use_spk_mix`` a ``spk_mix_map`` dict (spec §10.7).
+            options: the conversion knobs (validated when it was built).
+            progress: show a tqdm bar over the voiced slices.
+            on_slice_done: called after each converted slice (scripts pass the runtime profile's
+                heap release here; the library never trims the heap itself).
+        Returns:
+            float32 ``[ceil(L · model_sr / sr)]`` at the model rate, as long as the input.
+        """
+        y = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else audio
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim == 2:
+            y = y.mean(axis=0 if y.shape[0] <= 8 else 1)
+        if y.size == 0:
+            raise AudioError("input audio holds no samples")
+        check_finite(y, "input audio")
+        return self._slice_convert(y, int(sr), speaker, options, progress=progress, on_slice_done=on_slice_done)
     def plan(self, y_t_len: int, chunks: list[Chunk], *, clip_size: int, lg_size: int,
              max_chunk: int, y_t: np.ndarray | None = None) -> tuple[list[_Piece], int]:
         """Pieces to convert, in order, and the number of chunks (model-rate samples)."""
@@ -595,28 +590,24 @@ class Svc:
         extra = max(0, math.ceil(MIN_SEGMENT_SECONDS * self.target_sample) - (n + 2 * pad))
         return pad + extra // 2, pad + extra - extra // 2
 
-    def _slice_convert(self, y: np.ndarray, in_sr: int, spk: Any, tran: float, *, slice_db: float,
-                       cluster_infer_ratio: float, auto_predict_f0: bool, noice_scale: float, pad_seconds: float,
-                       clip_seconds: float, lg_num: float, lgr_num: float, f0_predictor: str,
-                       enhancer_adaptive_key: float, cr_threshold: float, k_step: int, use_spk_mix: bool,
-                       second_encoding: bool, loudness_envelope_adjustment: float, max_chunk_seconds: float,
-                       progress: bool, seed: int) -> np.ndarray:
+    def _slice_convert(self, y: np.ndarray, in_sr: int, spk: Any, options: ConversionOptions, *, progress: bool,
+                       on_slice_done: Callable[[], None] | None) -> np.ndarray:
         from tqdm import tqdm
 
-        if use_spk_mix and len(self.spk2id) == 1:
+        if options.use_spk_mix and len(self.spk2id) == 1:
             # 4.1 crashed here (spec §13.31); mixing one speaker is that speaker.
-            spk, use_spk_mix = next(iter(self.spk2id)), False
+            spk, options = next(iter(self.spk2id)), options.replace(use_spk_mix=False)
             log.info("the model has one speaker; speaker mixing is not needed and is switched off")
-        self.check_options(spk=spk, cluster_infer_ratio=cluster_infer_ratio, pad_seconds=pad_seconds,
-                           clip_seconds=clip_seconds, lg_num=lg_num, lgr_num=lgr_num, k_step=k_step,
-                           use_spk_mix=use_spk_mix, noice_scale=noice_scale,
-                           loudness_envelope_adjustment=loudness_envelope_adjustment, f0_predictor=f0_predictor)
-        if cluster_infer_ratio != 0 and use_spk_mix:
+        self.check_options(spk, options)
+        use_spk_mix, tran = options.use_spk_mix, options.transpose
+        slice_db, pad_seconds, clip_seconds = options.slice_db, options.pad_seconds, options.clip_seconds
+        lg_num, lgr_num, max_chunk_seconds = options.lg_num, options.lgr_num, options.max_chunk_seconds
+        if options.cluster_infer_ratio != 0 and use_spk_mix:
             log.info("clustering / feature retrieval is not used with speaker mixing (as in 4.1)")
-        if auto_predict_f0 and tran != 0:
+        if options.auto_predict_f0 and tran != 0:
             log.warning("with automatic f0 prediction (-a) the transposition %s has almost no effect: the model's f0 "
                         "predictor sees mean-normalised pitch (4.1 behaviour)", tran)
-        if auto_predict_f0 and self.net_g_ms is not None and not self.net_g_ms.use_automatic_f0_prediction:
+        if options.auto_predict_f0 and self.net_g_ms is not None and not self.net_g_ms.use_automatic_f0_prediction:
             log.warning("this model has no f0 predictor (use_automatic_f0_prediction is false); -a is ignored")
 
         tsr, hop = self.target_sample, self.hop_size
@@ -675,17 +666,12 @@ class Svc:
                 left, right = self._pad_amounts(n, pad)
                 wav = np.concatenate([np.zeros(left, np.float32), y_t[p.start:p.end], np.zeros(right, np.float32)])
                 with torch.inference_mode():
-                    audio, _, n_frames = self._infer_wav(
-                        wav, spk, tran, cluster_infer_ratio=cluster_infer_ratio, auto_predict_f0=auto_predict_f0,
-                        noice_scale=noice_scale, f0_filter=False, f0_predictor=f0_predictor,
-                        enhancer_adaptive_key=enhancer_adaptive_key, cr_threshold=cr_threshold, k_step=k_step,
-                        frame=frame, spk_mix=use_spk_mix, second_encoding=second_encoding,
-                        loudness_envelope_adjustment=loudness_envelope_adjustment, vol=None, start_frame=None,
-                        use_tqdm=False, seed=seed)
+                    audio, _, n_frames = self._infer_wav(wav, spk, options, frame=frame, spk_mix=use_spk_mix)
                 frame += n_frames
                 a = audio.float().cpu().numpy()
                 del audio
-                release_free_memory()
+                if on_slice_done is not None:
+                    on_slice_done()
                 a = pad_array(a[left: max(left, a.shape[0] - right)], n)[:n]
                 if lg_size and p.k:
                     #  accumulated output  ...──────────┬──── lg_r + lg_c_r ────┤pos
@@ -709,6 +695,27 @@ class Svc:
         if pos != total:
             raise AssertionError(f"assembled {pos} samples, expected {total}")
         return out
+
+
+# 4.1's positional parameter order after (speaker/raw path, spk, tran)
+SLICE_INFERENCE_41_ORDER = ("slice_db", "cluster_infer_ratio", "auto_predict_f0", "noice_scale", "pad_seconds",
+                            "clip_seconds", "lg_num", "lgr_num", "f0_predictor", "enhancer_adaptive_key",
+                            "cr_threshold", "k_step", "use_spk_mix", "second_encoding",
+                            "loudness_envelope_adjustment")
+INFER_41_ORDER = ("cluster_infer_ratio", "auto_predict_f0", "noice_scale", "f0_filter", "f0_predictor",
+                  "enhancer_adaptive_key", "cr_threshold", "k_step", "frame", "spk_mix", "second_encoding",
+                  "loudness_envelope_adjustment")
+
+
+def _positional(order: tuple[str, ...], args: tuple, keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """4.1 positional arguments → ``{name: value}``; too many, or one also given by keyword, raise."""
+    if len(args) > len(order):
+        raise TypeError(f"at most {len(order)} positional options ({', '.join(order)}), got {len(args)}")
+    named = dict(zip(order, args))
+    both = sorted(set(named) & set(keywords))
+    if both:
+        raise TypeError(f"option(s) {', '.join(both)} given both by position and by keyword")
+    return named
 
 
 def _split_at_quiet_points(y: np.ndarray, start: int, end: int, max_len: int, sr: int) -> list[tuple[int, int]]:

@@ -16,6 +16,15 @@ are output as zeros. The cut points are exactly those of 4.1's ``inference/slice
                     └───── becomes a "silent" chunk ─────┘
 
 The result alternates voiced and silent chunks and covers every sample of the input.
+
+Dataset slicing (``slice_audio.py``, off for inference) adds ``max_length``: a voiced chunk
+longer than that is split at its quietest RMS frame, searched where both pieces keep at least
+``min_length`` (at most half the chunk) and the first piece stays within ``max_length``::
+
+    |<------------------------- chunk > max_length ------------------------->|
+    |<- min_length ->|<== search: quietest frame ==>|                        |
+                                      max_length ->|
+    cut at the minimum, repeat on the rest until every piece ≤ max_length
 """
 
 from __future__ import annotations
@@ -42,11 +51,13 @@ class Slicer:
     """The 4.1 slicer. Times are in milliseconds, ``threshold`` in dB (full scale)."""
 
     def __init__(self, sr: int, threshold: float = -40.0, min_length: int = 5000, min_interval: int = 300,
-                 hop_size: int = 20, max_sil_kept: int = 5000) -> None:
+                 hop_size: int = 20, max_sil_kept: int = 5000, max_length: int | None = None) -> None:
         if not min_length >= min_interval >= hop_size:
             raise ValueError("slicer needs min_length >= min_interval >= hop_size")
         if not max_sil_kept >= hop_size:
             raise ValueError("slicer needs max_sil_kept >= hop_size")
+        if max_length is not None and max_length < min_length:
+            raise ValueError("slicer needs max_length >= min_length")
         interval_samples = sr * min_interval / 1000
         self.threshold = 10 ** (threshold / 20.0)                          # linear RMS
         self.hop_size = round(sr * hop_size / 1000)                        # samples per RMS frame
@@ -54,6 +65,7 @@ class Slicer:
         self.min_length = round(sr * min_length / 1000 / self.hop_size)    # frames
         self.min_interval = round(interval_samples / self.hop_size)        # frames
         self.max_sil_kept = round(sr * max_sil_kept / 1000 / self.hop_size)  # frames
+        self.max_length = None if max_length is None else max(1, int(sr * max_length / 1000 / self.hop_size))  # frames
 
     def _silences(self, rms: np.ndarray) -> list[tuple[int, int]]:
         """Frame ranges ``(begin, end)`` to mark as silent, in order."""
@@ -112,7 +124,7 @@ class Slicer:
         rms = librosa.feature.rms(y=samples, frame_length=self.win_size, hop_length=self.hop_size)[0]
         tags = self._silences(rms)
         if not tags:
-            return [Chunk(False, 0, n)]
+            return self._split_long([Chunk(False, 0, n)], rms, n)
         hop = self.hop_size
         out: list[Chunk] = []
         if tags[0][0]:
@@ -123,6 +135,28 @@ class Slicer:
             out.append(Chunk(True, begin * hop, min(n, end * hop)))
         if tags[-1][1] * hop < n:
             out.append(Chunk(False, tags[-1][1] * hop, n))
+        return self._split_long(out, rms, n)
+
+    def _split_long(self, chunks: list[Chunk], rms: np.ndarray, n: int) -> list[Chunk]:
+        """Split voiced chunks longer than ``max_length`` at their quietest frames (see the module doc)."""
+        if self.max_length is None:
+            return chunks
+        hop, limit = self.hop_size, self.max_length
+        out: list[Chunk] = []
+        for c in chunks:
+            start = c.start
+            while not c.silent and c.end - start > limit * hop:
+                frames = (c.end - start) // hop
+                keep = min(self.min_length, frames // 2)  # shortest piece on either side of the cut
+                # within 2 × max_length the rest must fit too; beyond it only the first piece must
+                first = start // hop
+                lo = first + (max(keep, frames - limit) if frames <= 2 * limit else keep)
+                hi = min(first + min(limit, frames - keep), len(rms) - 1)
+                cut = (int(rms[lo: hi + 1].argmin()) + lo) * hop if hi >= lo else start + limit * hop
+                cut = min(max(cut, start + hop), start + limit * hop)
+                out.append(Chunk(False, start, cut))
+                start = cut
+            out.append(Chunk(c.silent, start, c.end))
         return out
 
 

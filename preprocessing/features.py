@@ -497,31 +497,11 @@ class FeatureExtractor:
         """The training view of the file: int16 / max_wav_value as float32 ``[L]`` (4.1's loaders)."""
         import soundfile as sf
 
-        from modules.errors import AudioError
-        from preprocessing.wavinfo import wav_truncation
+        from modules.wavcheck import WavRequirements, check_wav
 
         s = self.settings
-        if path.stat().st_size == 0:
-            raise AudioError("empty file (0 bytes)")
-        problem = wav_truncation(path)
-        if problem:
-            raise AudioError(problem)
-        try:
-            info = sf.info(str(path))
-        except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise AudioError(f"not a readable WAV file ({first})") from None
-        fix = "run resample.py on the raw recordings first"
-        if info.samplerate != s.sampling_rate:
-            raise AudioError(f"sample rate {info.samplerate} Hz, the config expects {s.sampling_rate} Hz; {fix}")
-        if info.channels != 1:
-            raise AudioError(f"{info.channels} channels, training reads mono; {fix}")
-        if info.subtype != "PCM_16":
-            raise AudioError(f"sample format {info.subtype}, training reads 16-bit PCM; {fix}")
+        check_wav(path, WavRequirements(sampling_rate=s.sampling_rate, min_samples=s.win_length)).raise_if_bad()
         data, _ = sf.read(str(path), dtype="int16")
-        if len(data) < s.win_length:
-            raise AudioError(f"too short: {len(data)} samples ({len(data) / s.sampling_rate:.3f} s); at least "
-                             f"{s.win_length} samples are needed")
         return data.astype(np.float32) / np.float32(s.max_wav_value)
 
     def _process(self, paths: ArtifactPaths, missing: set[Path]) -> None:

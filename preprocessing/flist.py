@@ -7,8 +7,10 @@ Differences from 4.1 (deliberate, see docs/compat/preprocess.md):
 * the shuffles use ``random.Random(seed)`` (4.1: unseeded), so the split is reproducible;
 * speaker folders without usable audio get no id (4.1 gave them one); a speaker with too few
   clips for the validation split is an error instead of silently never being trained;
-* files the trainer cannot read (wrong rate, not 16-bit PCM, not mono, truncated, unreadable)
-  are reported and left out instead of breaking training later.
+* files the trainer cannot read (wrong rate, not 16-bit PCM, not mono, truncated, unreadable:
+  :func:`modules.wavcheck.check_wav`) are reported and left out instead of breaking training later;
+* the dataset quality summary (:mod:`preprocessing.quality`) is logged first; ``strict`` stops
+  before anything is written when a clip cannot be trained on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.errors import ConfigError
+from modules.wavcheck import WavCheck, WavProblem, WavRequirements, check_wav
 from preprocessing.features import is_artifact_name
 from preprocessing.report import DatasetError, FileOutcome, RunSummary
 
@@ -54,32 +57,10 @@ def list_path(source_dir: str, speaker: str, name: str) -> str:
     return "/".join([source_dir.replace("\\", "/").rstrip("/") or ".", speaker, name])
 
 
-def _check_clip(path: Path, sampling_rate: int | None) -> str | None:
-    """Why the trainer could not use this wav, or None. Too short is handled by the caller."""
-    import soundfile as sf
-
-    from preprocessing.wavinfo import wav_truncation
-
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
-    problem = wav_truncation(path)
-    if problem:
-        return problem
-    try:
-        info = sf.info(str(path))
-    except Exception as e:  # LibsndfileError / RuntimeError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"not a readable WAV file ({first})"
-    fix = "run resample.py on the raw recordings"
-    if sampling_rate is not None and info.samplerate != sampling_rate:
-        return f"sample rate {info.samplerate} Hz, the config expects {sampling_rate} Hz; {fix}"
-    if info.channels != 1:
-        return f"{info.channels} channels, training reads mono; {fix}"
-    if info.subtype != "PCM_16":
-        return f"sample format {info.subtype}, training reads 16-bit PCM; {fix}"
-    if info.frames < MIN_SECONDS * info.samplerate:
-        return "__short__"
-    return None
+def _check_clip(path: Path, sampling_rate: int | None) -> WavCheck:
+    """The trainer's requirements (modules.wavcheck) plus 4.1's shortest clip for the file lists."""
+    min_samples = int(MIN_SECONDS * sampling_rate) if sampling_rate else 0
+    return check_wav(path, WavRequirements(sampling_rate=sampling_rate, min_samples=min_samples))
 
 
 def scan(source_dir: str, *, sampling_rate: int | None = 44100, progress: bool = True) -> DatasetListing:
@@ -112,12 +93,12 @@ def scan(source_dir: str, *, sampling_rate: int | None = 44100, progress: bool =
                 out.summary.add(FileOutcome(str(f), "failed", "the name holds '|' or a line break, which the file "
                                                               "list format cannot store; rename it"))
                 continue
-            problem = _check_clip(f, sampling_rate)
-            if problem == "__short__":
+            check = _check_clip(f, sampling_rate)
+            if check.problem is WavProblem.TOO_SHORT:  # 4.1 leaves these out silently
                 out.summary.add(FileOutcome(str(f), "skipped", f"shorter than {MIN_SECONDS} s"))
                 continue
-            if problem:
-                out.summary.add(FileOutcome(str(f), "failed", problem))
+            if check.problem:
+                out.summary.add(FileOutcome(str(f), "failed", check.reason))
                 continue
             if not PLAIN_NAME.match(name):
                 out.odd_names.append(str(f))
@@ -236,12 +217,20 @@ def make_filelists_and_configs(
     config_dir: str | os.PathLike = "configs",
     write_list_paths_to_config: bool = False,
     progress: bool = True,
+    quality_check: bool = True,
+    strict: bool = False,
 ) -> RunSummary:
-    """The whole of ``preprocess_flist_config.py``; returns the summary of the scanned files."""
+    """The whole of ``preprocess_flist_config.py``; returns the summary of the scanned files.
+
+    ``quality_check`` logs the dataset quality summary first (:mod:`preprocessing.quality`);
+    ``strict`` stops with :class:`DatasetError` listing every unusable clip before anything is written.
+    """
     from modules.hparams import save_config
 
     # Validate the encoder before scanning a large dataset.
     config, diffusion = build_configs({}, speech_encoder, vol_aug=vol_aug, tiny=tiny, tf_flow=tf_flow)
+    if quality_check or strict:
+        _quality_summary(source_dir, int(config["data"]["sampling_rate"]), speech_encoder, strict, progress)
     listing = scan(source_dir, sampling_rate=int(config["data"]["sampling_rate"]), progress=progress)
     if not listing.speakers:
         listing.summary.log(log)
@@ -263,3 +252,22 @@ def make_filelists_and_configs(
     log.info("wrote %s (%d clips), %s (%d clips), %s, %s", train_list, len(train), val_list, len(val),
              config_dir / "config.json", config_dir / "diffusion.yaml")
     return listing.summary
+
+
+def _quality_summary(source_dir: str, sampling_rate: int, speech_encoder: str, strict: bool, progress: bool) -> None:
+    """Log the quality report's summary; with ``strict`` its errors stop the run (issue 22)."""
+    from preprocessing.quality import QualityOptions, check_dataset, log_summary
+
+    if not Path(source_dir).is_dir():
+        return  # scan() reports the missing folder
+    try:
+        report = check_dataset(source_dir, QualityOptions(sampling_rate=sampling_rate, min_seconds=MIN_SECONDS,
+                                                          speech_encoder=speech_encoder), progress=progress)
+    except DatasetError:
+        return  # no audio at all: scan() says so with the file-list wording
+    log_summary(report, log, errors=strict)  # without --strict the scan below reports the unusable clips
+    if strict and report.errors:
+        shown = "\n  ".join(str(p) for p in report.errors[:20])
+        more = f"\n  ... and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
+        raise DatasetError(f"{source_dir}: {len(report.errors)} clip(s) cannot be trained on (--strict):\n  "
+                           f"{shown}{more}\nNothing was written; fix or remove them and run again")

@@ -56,12 +56,12 @@ def test_inputs_times_speakers_with_41_names(models, workdir, capsys):
     code, err = run(argv, capsys)
     assert code == 0, err
     names = sorted(p.name for p in (workdir / "results").iterdir())
-    assert names == sorted(f"{n}_2key_{s}_0.5_sovits_pm.wav" for n in ("song.wav", "other.flac")
+    assert names == sorted(f"{n}_2key_{s}_kmeans0.5_sovits_pm.wav" for n in ("song.wav", "other.flac")
                            for s in ("alice", "bob"))
-    y, sr = sf.read(workdir / "results" / "song.wav_2key_alice_0.5_sovits_pm.wav")
-    info = sf.info(workdir / "results" / "song.wav_2key_alice_0.5_sovits_pm.wav")
+    y, sr = sf.read(workdir / "results" / "song.wav_2key_alice_kmeans0.5_sovits_pm.wav")
+    info = sf.info(workdir / "results" / "song.wav_2key_alice_kmeans0.5_sovits_pm.wav")
     assert sr == SR and len(y) == SR and info.subtype == "PCM_16"
-    y2, _ = sf.read(workdir / "results" / "other.flac_2key_bob_0.5_sovits_pm.wav")
+    y2, _ = sf.read(workdir / "results" / "other.flac_2key_bob_kmeans0.5_sovits_pm.wav")
     assert len(y2) == int(np.ceil(0.8 * 22050 * 2))
 
 
@@ -87,7 +87,9 @@ def test_default_format_auto_f0_diffusion_and_mix_names(models, workdir, capsys)
     (["-s", "dave"], "'dave' is not in this model's speaker list: alice, bob, carol"),
     (["-s", "bob", "-wf", "xyz"], "output format 'xyz'"),
     (["-s", "bob", "-cr", "0.5"], "kmeans_10000.pt"),
-    (["-s", "bob", "-f0p", "yin"], "unknown f0 predictor 'yin'"),
+    (["-s", "bob", "-f0p", "yin"], "f0_predictor (-f0p/--f0_predictor) must be one of"),
+    (["-s", "bob", "-lgr", "2"], "lgr_num (-lgr/--linear_gradient_retain) must be in [0, 1], got 2.0"),
+    (["-s", "bob", "--threads", "0"], "--threads must be"),
     (["-s", "bob", "-eh", "-d", "cuda:7"], "cuda"),
 ])
 def test_user_errors_are_one_line(models, workdir, capsys, extra, message):
@@ -118,9 +120,112 @@ def test_help_lists_41_flags(capsys):
                  "-ft"):
         assert f" {flag} " in text or f" {flag}," in text, flag
     args = inference_main.build_parser().parse_args([])
-    assert (args.slice_db, args.noice_scale, args.pad_seconds, args.wav_format, args.linear_gradient_retain,
-            args.k_step, args.f0_predictor, args.f0_filter_threshold, args.loudness_envelope_adjustment) == \
+    assert (args.slice_db, args.noice_scale, args.pad_seconds, args.wav_format, args.lgr_num,
+            args.k_step, args.f0_predictor, args.cr_threshold, args.loudness_envelope_adjustment) == \
         (-40, 0.4, 0.5, "flac", 0.75, 100, "pm", 0.05, 1)
+
+
+# 4.1's inference_main.py flags that are not conversion options, and this implementation's additions
+MODEL_FLAGS_41 = {"-m", "--model_path", "-c", "--config_path", "-n", "--clean_names", "-s", "--spk_list",
+                  "-cm", "--cluster_model_path", "-eh", "--enhance", "-shd", "--shallow_diffusion",
+                  "-fr", "--feature_retrieval", "-dm", "--diffusion_model_path", "-dc", "--diffusion_config_path",
+                  "-od", "--only_diffusion", "-d", "--device", "-wf", "--wav_format"}
+OURS = {"-h", "--help", "--half", "--spk_mix_file", "--threads"}
+
+
+def test_help_lists_exactly_the_option_fields_plus_the_41_flags(capsys):
+    import re
+
+    from inference.options import ConversionOptions
+
+    with pytest.raises(SystemExit):
+        inference_main.main(["--help"])
+    text = capsys.readouterr().out
+    listed = set(re.findall(r"(?:^|[\s,\[])(--?[A-Za-z][\w-]*)", text.split("options:", 1)[1]))
+    option_flags = {f for spec in ConversionOptions.fields_meta().values() for f in spec.flags}
+    assert listed == option_flags | MODEL_FLAGS_41 | OURS
+    # one flag (pair) per field, dest = field name, default = the field's default
+    parser = inference_main.build_parser()
+    dests = {a.dest: a for a in parser._actions}
+    for name, spec in ConversionOptions.fields_meta().items():
+        assert set(dests[name].option_strings) == set(spec.flags), name
+        default = dests[name].default
+        assert (default[0] if spec.per_input else default) == ConversionOptions.default(name), name
+
+
+class _Counter:
+    """Counts calls of the model loaders (and still calls them)."""
+
+    def __init__(self, monkeypatch):
+        import inference.components as components
+        from inference.infer_tool import Svc
+
+        self.calls = []
+        for owner, name in ((Svc, "load_model"), (components, "get_speech_encoder"), (components, "load_diffusion")):
+            real = getattr(owner, name)
+
+            def counted(*a, _real=real, _name=name, **k):
+                self.calls.append(_name)
+                return _real(*a, **k)
+
+            monkeypatch.setattr(owner, name, counted)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["-s", "dave"], "'dave' is not in this model's speaker list: alice, bob, carol"),
+    (["-s", "bob", "-n", "nope.wav"], "nope.wav"),
+    (["-s", "bob", "-n", "text.wav"], "not a readable audio file"),
+    (["-s", "bob", "-wf", "xyz"], "output format 'xyz'"),
+    (["-s", "bob", "-ks", "0"], "k_step (-ks/--k_step)"),
+    ([], "no speaker given"),
+])
+def test_speaker_input_and_flag_checks_happen_before_any_model_loads(models, workdir, capsys, monkeypatch,
+                                                                     extra, message):
+    (workdir / "raw" / "text.wav").write_text("hello")
+    counter = _Counter(monkeypatch)
+    argv = ["-m", str(models.g), "-c", str(models.config)] + (["-n", "song.wav"] if "-n" not in extra else []) + extra
+    code, err = run(argv, capsys)
+    assert code == 2 and message in err, err
+    assert counter.calls == []
+    code, err = run(["-m", str(models.g), "-c", str(models.config), "-n", "song.wav", "-s", "bob"], capsys)
+    assert code == 0 and counter.calls.count("load_model") == 1, err  # the counter does see a real load
+
+
+def test_config_speaker_ids_beyond_the_checkpoint_are_refused_early(models, workdir, capsys, monkeypatch):
+    import json
+
+    cfg = json.loads(models.config.read_text())
+    cfg["spk"] = {"alice": 0, "bob": 1, "zed": 7}
+    bad = workdir / "config.json"
+    bad.write_text(json.dumps(cfg))
+    counter = _Counter(monkeypatch)
+    code, err = run(["-m", str(models.g), "-c", str(bad), "-n", "song.wav", "-s", "bob"], capsys)
+    assert code == 2 and "'zed': 7" in err and "speaker embeddings" in err, err
+    assert counter.calls == []
+
+
+def test_existing_results_are_never_overwritten(models, workdir, capsys):
+    argv = ["-m", str(models.g), "-c", str(models.config), "-n", "song.wav", "-s", "bob", "-wf", "wav"]
+    first = workdir / "results" / "song.wav_0key_bob_sovits_pm.wav"
+    assert run(argv, capsys)[0] == 0
+    first.write_bytes(b"the user's edit")
+    code, err = run(argv + ["-ns", "0.1"], capsys)
+    assert code == 0, err
+    assert first.read_bytes() == b"the user's edit"
+    second = workdir / "results" / "song.wav_0key_bob_sovits_pm_1.wav"
+    assert sf.info(second).frames == SR
+    assert run(argv, capsys)[0] == 0
+    assert (workdir / "results" / "song.wav_0key_bob_sovits_pm_2.wav").is_file()
+
+
+def test_index_mode_and_ratio_are_in_the_name():
+    from inference.batch import output_name
+
+    kw = dict(clean_name="a.wav", tran=0, spk="bob", auto_predict_f0=False, shallow_diffusion=False,
+              only_diffusion=False, f0_predictor="pm", wav_format="flac")
+    assert output_name(cluster_infer_ratio=0, **kw) == "a.wav_0key_bob_sovits_pm.flac"  # 4.1's name
+    assert output_name(cluster_infer_ratio=0.3, **kw) == "a.wav_0key_bob_kmeans0.3_sovits_pm.flac"
+    assert output_name(cluster_infer_ratio=0.3, feature_retrieval=True, **kw) == "a.wav_0key_bob_index0.3_sovits_pm.flac"
 
 
 # --- static model mixing ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""inference.memory: the native-memory bounds used by the converter."""
+"""modules.runtime: the process-wide profile (memory bounds, huge-page re-exec, threads) that only
+scripts apply, and the rule that library code never applies it."""
 
 import subprocess
 import sys
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 SCRIPT = textwrap.dedent("""
     import ctypes, ctypes.util, sys
     sys.path.insert(0, {root!r})
-    from inference import memory
+    from modules import runtime as memory
     if {bound}:
         memory.bound_native_memory()
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -71,7 +72,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_bound_native_memory_caps_the_onednn_cache_and_keeps_a_user_value():
-    code = ("import os; from inference import memory; memory.bound_native_memory(); "
+    code = ("import os; from modules import runtime as memory; memory.bound_native_memory(); "
             "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))")
     out = _python(code)
     assert out.returncode == 0, out.stderr
@@ -81,12 +82,12 @@ def test_bound_native_memory_caps_the_onednn_cache_and_keeps_a_user_value():
 
 
 # Prints the tunables seen by the process after the (possible) re-exec, and the argument list.
-REEXEC = ("import os; from inference import memory; print('start', flush=True); memory.exec_with_huge_pages(); "
+REEXEC = ("import os; from modules import runtime as memory; print('start', flush=True); memory.exec_with_huge_pages(); "
           "print(os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
 
 
 def test_exec_with_huge_pages_reexecutes_once_with_the_tunable():
-    from inference.memory import huge_pages_on_request
+    from modules.runtime import huge_pages_on_request
 
     out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); " + REEXEC,
                           "x", "--flag"], capture_output=True, text=True, timeout=60,
@@ -105,3 +106,82 @@ def test_exec_with_huge_pages_keeps_other_tunables_and_can_be_disabled():
     assert out.stdout.splitlines() == ["start", "glibc.malloc.hugetlb=0 []"]  # already chosen: kept
     out = _python(REEXEC, SVC_NO_REEXEC="1")
     assert out.stdout.splitlines() == ["start", "None []"]
+
+
+# --- threads and the OpenMP wait policy ---------------------------------------------------------
+THREADS = ("import os, torch; from modules import runtime; runtime.configure_threads({threads}, {interactive}); "
+           "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'), sep='|')")
+
+
+def test_configure_threads_sets_pools_and_interactive_wait_policy():
+    out = _python(THREADS.format(threads=1, interactive=True), OMP_WAIT_POLICY="")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split("|") == ["", "1", "1"]  # a policy already chosen (even empty) is kept
+    env_less = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                          + THREADS.format(threads=2, interactive=True)], capture_output=True, text=True,
+                         timeout=60, env=env_less)
+    assert out.stdout.strip().split("|") == ["PASSIVE", "2", "2"], out.stderr
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                          + THREADS.format(threads=None, interactive=False)], capture_output=True, text=True,
+                         timeout=60, env=env_less)
+    policy, _, omp = out.stdout.strip().split("|")
+    assert policy == "None" and omp == "None", out.stderr
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_configure_threads_rejects_bad_counts(bad):
+    from modules.errors import SvcError
+    from modules.runtime import configure_threads
+
+    with pytest.raises(SvcError, match="--threads"):
+        configure_threads(bad, False)
+
+
+def test_profile_returns_the_heap_release_as_slice_hook():
+    code = ("from modules import runtime; p = runtime.apply_inference_profile(reexec=False); "
+            "print(p.on_slice_done is runtime.release_free_memory, p.bounded_memory); "
+            "q = runtime.apply_inference_profile(reexec=False, bound_memory=False); print(q.on_slice_done)")
+    out = _python(code)
+    assert out.stdout.split() == ["True", "True", "None"], out.stderr
+
+
+def test_library_code_never_applies_the_runtime_profile():
+    """Only top-level scripts (and benchmarks) may import modules.runtime or call malloc_trim."""
+    import ast
+
+    offenders = []
+    for path in ROOT.glob("*/**/*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in ("tests", "bench", ".venv", "scripts") or rel == Path("modules/runtime.py"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        if "malloc_trim" in text or "mallopt" in text:
+            offenders.append(f"{rel}: malloc tuning")
+        for node in ast.walk(ast.parse(text)):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n.startswith("modules.runtime") for n in names):
+                offenders.append(f"{rel}: imports modules.runtime")
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("script", ["inference_main", "webUI", "gui"])
+def test_scripts_take_threads_and_apply_the_profile_in_main(script):
+    import ast
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    mod = importlib.import_module(script)
+    assert mod.build_parser().parse_args(["--threads", "3"]).threads == 3
+    tree = ast.parse((ROOT / f"{script}.py").read_text(encoding="utf-8"))
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    calls = {n.func.id for n in ast.walk(main) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "apply_inference_profile" in calls
+    interactive = next(k.value.value for n in ast.walk(main) if isinstance(n, ast.Call)
+                       and getattr(n.func, "id", "") == "apply_inference_profile"
+                       for k in n.keywords if k.arg == "interactive")
+    assert interactive is (script != "inference_main")  # web UI and realtime GUI are interactive

@@ -55,6 +55,29 @@ def test_same_seed_same_audio_other_seed_other_audio(svc, clip):
     assert not np.array_equal(a, c)
 
 
+def test_convert_is_the_path_slice_inference_takes(svc, clip):
+    from inference.options import ConversionOptions
+
+    kw = dict(clip_seconds=0.5, lg_num=0.1, noice_scale=0.3, seed=5, cluster_infer_ratio=0.5)
+    ref = convert(svc, clip, tran=2, **kw)
+    opts = ConversionOptions(transpose=2, **kw)
+    np.testing.assert_array_equal(svc.convert(clip, SR, "bob", opts, progress=False), ref)
+    # stereo [C, L] and a torch tensor go the same way; on_slice_done runs once per voiced slice
+    calls = []
+    out = svc.convert(torch.from_numpy(np.stack([clip, clip])), SR, "bob", opts, progress=False,
+                      on_slice_done=lambda: calls.append(1))
+    np.testing.assert_array_equal(out, ref)
+    assert len(calls) >= 2
+    with pytest.raises(SvcError, match="unknown conversion option"):
+        convert(svc, clip, noise_scale=0.3)
+    # 4.1's web UI passed the options positionally (slice_db, cluster_infer_ratio, auto_predict_f0, noice_scale,
+    # pad_seconds, clip_seconds, lg_num, lgr_num, ...)
+    pos = svc.slice_inference(clip, "bob", 2, -40, 0.5, False, 0.3, 0.5, 0.5, 0.1, sr=SR, progress=False, seed=5)
+    np.testing.assert_array_equal(pos, ref)
+    seg = svc.infer("bob", 0, clip[:20000], 0, False, 0.2)[0]
+    torch.testing.assert_close(seg, svc.infer("bob", 0, clip[:20000], noice_scale=0.2)[0], rtol=0, atol=0)
+
+
 def test_speakers_and_transposition_change_the_output(svc, clip):
     base = convert(svc, clip)
     assert not np.allclose(base, convert(svc, clip, spk="alice"))
@@ -253,7 +276,7 @@ def test_unknown_speaker_lists_valid_ones(svc, clip):
 def test_bad_options_are_named(svc, clip):
     for kw, flag in [(dict(pad_seconds=-1), "-p"), (dict(clip_seconds=0.2, lg_num=0.5), "-lg"),
                      (dict(lgr_num=1.5), "-lgr"), (dict(cluster_infer_ratio=2), "-cr"),
-                     (dict(f0_predictor="yin"), "f0 predictor"), (dict(loudness_envelope_adjustment=-1), "-lea")]:
+                     (dict(f0_predictor="yin"), "-f0p"), (dict(loudness_envelope_adjustment=-1), "-lea")]:
         with pytest.raises(SvcError, match=flag):
             convert(svc, clip, **kw)
 

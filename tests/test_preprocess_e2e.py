@@ -214,6 +214,8 @@ def test_models_are_loaded_once_per_worker(project, monkeypatch):
     make_raw_dataset(project / "dataset_raw", clips=3, seconds=0.4)
     assert resample.main(["--num_workers", "1"]) == 0
     assert preprocess_flist_config.main([]) == 0
+    assert calls["f0"] <= 1 and calls["enc"] == 0  # the dataset check's predictor: at most once per process
+    calls["f0"] = 0
     assert preprocess_hubert_f0.main(["--f0_predictor", "dio"]) == 0
     assert calls == {"f0": 1, "enc": 1}  # 6 files, one load each (4.1 re-created the predictor per file)
 

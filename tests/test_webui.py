@@ -19,7 +19,7 @@ import torch
 
 from modules.errors import SvcError
 from webui import callbacks as cb
-from webui.callbacks import InferenceSettings
+from inference.options import ConversionOptions
 from webui_helpers import SPEAKERS, build_diffusion, build_tiny_models, write_song
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,26 +52,31 @@ def song(tmp_path_factory):
 
 # --- settings ----------------------------------------------------------------------------------
 def test_settings_have_the_41_web_ui_defaults():
-    s = InferenceSettings()
-    assert (s.tran, s.auto_predict_f0, s.f0_predictor, s.cluster_infer_ratio, s.slice_db, s.output_format) == \
-        (0, False, "pm", 0, -40, "wav")
+    s = cb.web_defaults()
+    assert isinstance(s, ConversionOptions)
+    assert (s.transpose, s.auto_predict_f0, s.f0_predictor, s.cluster_infer_ratio, s.slice_db) == (0, False, "pm", 0, -40)
     assert (s.noice_scale, s.k_step, s.pad_seconds, s.clip_seconds, s.lg_num, s.lgr_num) == (0.4, 100, 0.5, 0, 0, 0.75)
     assert (s.enhancer_adaptive_key, s.cr_threshold, s.second_encoding) == (0, 0.05, False)
     assert s.loudness_envelope_adjustment == 0  # 4.1 web UI (the CLI's default is 1)
-    opts = s.slice_options()
-    assert "tran" not in opts and "output_format" not in opts
-    assert opts["loudness_envelope_adjustment"] == 0 and opts["noice_scale"] == 0.4
+    assert s == ConversionOptions().replace(loudness_envelope_adjustment=0)  # the only difference
+    assert cb.DEFAULT_OUTPUT_FORMAT == "wav"
+    assert {*cb.SETTINGS_LEFT, *cb.SETTINGS_RIGHT} - {"output_format"} <= set(ConversionOptions.fields_meta())
 
 
 def test_settings_from_the_page_are_checked_and_typed():
-    s = InferenceSettings.from_ui(k_step=37.0, tran=-3, auto_predict_f0=1, output_format="flac")
-    assert s.k_step == 37 and isinstance(s.k_step, int) and s.tran == -3.0 and s.auto_predict_f0 is True
+    s, fmt = cb.settings_from_ui(dict(k_step=37.0, transpose=-3, auto_predict_f0=1, output_format="flac"))
+    assert s.k_step == 37 and isinstance(s.k_step, int) and s.transpose == -3 and s.auto_predict_f0 is True
+    assert fmt == "flac" and s.loudness_envelope_adjustment == 0  # untouched fields keep the web-UI defaults
     with pytest.raises(SvcError, match="'Noise scale' is empty"):
-        InferenceSettings.from_ui(noice_scale=None)
-    with pytest.raises(SvcError, match="Pad seconds.*must be a number"):
-        InferenceSettings.from_ui(pad_seconds="lots")
+        cb.settings_from_ui(dict(noice_scale=None))
+    with pytest.raises(SvcError, match="'Pad seconds' must be a number"):
+        cb.settings_from_ui(dict(pad_seconds="lots"))
+    with pytest.raises(SvcError, match=r"'Crossfade retain ratio' must be in \[0, 1\], got 2"):
+        cb.settings_from_ui(dict(lgr_num=2))
+    with pytest.raises(SvcError, match="'F0 predictor' must be one of .*rmvpe"):
+        cb.settings_from_ui(dict(f0_predictor="yin"))
     with pytest.raises(SvcError, match="output format 'ogg'"):
-        InferenceSettings.from_ui(output_format="ogg")
+        cb.settings_from_ui(dict(output_format="ogg"))
 
 
 def test_output_name_is_the_41_web_ui_name():
@@ -80,7 +85,9 @@ def test_output_name_is_the_41_web_ui_name():
     assert cb.output_file_name("song", **kw) == "result_song_alto_0key_sovits.wav"
     assert cb.output_file_name("song", **{**kw, "tran": -2.7, "cluster_infer_ratio": 0.5,
                                           "shallow_diffusion": True, "output_format": "mp3"}) \
-        == "result_song_alto_-2key_0.5_sovdiff.mp3"
+        == "result_song_alto_-2key_kmeans0.5_sovdiff.mp3"
+    assert cb.output_file_name("song", **{**kw, "cluster_infer_ratio": 0.3, "feature_retrieval": True}) \
+        == "result_song_alto_0key_index0.3_sovits.wav"
     assert cb.output_file_name("a b", **{**kw, "auto_predict_f0": True, "tran": 5, "only_diffusion": True}) \
         == "result_a b_alto_auto_diff.wav"
 
@@ -144,7 +151,7 @@ def test_speakers_come_from_the_config(svc):
 # --- conversion --------------------------------------------------------------------------------
 def test_convert_writes_the_41_name_with_the_input_length(svc, song, tmp_path):
     started = []
-    r = cb.convert_file(svc, song, "tenor", InferenceSettings(), results_dir=tmp_path, on_start=started.append)
+    r = cb.convert_file(svc, song, "tenor", results_dir=tmp_path, on_start=started.append)
     assert r.path == tmp_path / "result_my song_tenor_0key_sovits.wav"
     info = sf.info(r.path)
     assert info.samplerate == 44100 and info.channels == 1 and info.frames == 44100  # 1 s at 22.05 kHz → 44.1 kHz
@@ -155,9 +162,10 @@ def test_convert_writes_the_41_name_with_the_input_length(svc, song, tmp_path):
 
 
 def test_convert_settings_reach_the_pipeline(svc, song, tmp_path):
-    base = cb.convert_file(svc, song, "tenor", InferenceSettings(output_format="flac"), results_dir=tmp_path)
-    up = cb.convert_file(svc, song, "tenor", InferenceSettings(tran=4, output_format="flac"), results_dir=tmp_path)
-    lea = cb.convert_file(svc, song, "alto", InferenceSettings(loudness_envelope_adjustment=1, output_format="mp3"),
+    web = cb.web_defaults()
+    base = cb.convert_file(svc, song, "tenor", output_format="flac", results_dir=tmp_path)
+    up = cb.convert_file(svc, song, "tenor", web.replace(transpose=4), output_format="flac", results_dir=tmp_path)
+    lea = cb.convert_file(svc, song, "alto", web.replace(loudness_envelope_adjustment=1), output_format="mp3",
                           results_dir=tmp_path)
     assert base.path.name == "result_my song_tenor_0key_sovits.flac"
     assert up.path.name == "result_my song_tenor_4key_sovits.flac"
@@ -165,6 +173,10 @@ def test_convert_settings_reach_the_pipeline(svc, song, tmp_path):
     a, b = sf.read(base.path)[0], sf.read(up.path)[0]
     assert a.shape == b.shape == (44100,) and not np.allclose(a, b)
     assert sf.info(lea.path).format == "MP3" and abs(sf.info(lea.path).duration - 1.0) < 0.1
+    # the same request again: the first result is kept, the new one gets a suffix
+    again = cb.convert_file(svc, song, "tenor", output_format="flac", results_dir=tmp_path)
+    assert again.path.name == "result_my song_tenor_0key_sovits_1.flac"
+    np.testing.assert_array_equal(sf.read(again.path)[0], a)
 
 
 def test_convert_errors_are_readable(svc, song, tmp_path, models):
@@ -177,9 +189,9 @@ def test_convert_errors_are_readable(svc, song, tmp_path, models):
     with pytest.raises(SvcError, match="not in this model's speaker list"):
         cb.convert_file(svc, song, "soprano", results_dir=tmp_path)
     with pytest.raises(SvcError, match="no cluster model or feature index is loaded"):
-        cb.convert_file(svc, song, "alto", InferenceSettings(cluster_infer_ratio=0.5), results_dir=tmp_path)
-    with pytest.raises(SvcError, match="crossfade retain ratio"):
-        cb.convert_file(svc, song, "alto", InferenceSettings(lgr_num=2), results_dir=tmp_path)
+        cb.convert_file(svc, song, "alto", ConversionOptions(cluster_infer_ratio=0.5), results_dir=tmp_path)
+    with pytest.raises(SvcError, match="output format 'ogg'"):
+        cb.convert_file(svc, song, "alto", output_format="ogg", results_dir=tmp_path)
     text = tmp_path / "notes.wav"
     text.write_text("not audio")
     with pytest.raises(SvcError, match="notes.wav: not a readable audio file"):
@@ -208,8 +220,9 @@ def test_cluster_file_and_shallow_diffusion(models, song, tmp_path):
     assert "Cluster model kmeans_10000.pt loaded" in msg and "(shallow)" in msg
     assert "enhancer is not used together with diffusion" in msg
     assert svc.shallow_diffusion and not svc.feature_retrieval and svc.cluster_model is not None
-    r = cb.convert_file(svc, song, "alto", InferenceSettings(cluster_infer_ratio=0.5, k_step=2), results_dir=tmp_path)
-    assert r.path.name == "result_my song_alto_0key_0.5_sovdiff.wav"
+    r = cb.convert_file(svc, song, "alto", cb.web_defaults().replace(cluster_infer_ratio=0.5, k_step=2),
+                        results_dir=tmp_path)
+    assert r.path.name == "result_my song_alto_0key_kmeans0.5_sovdiff.wav"
     assert sf.info(r.path).frames == 44100
     svc.unload_model()
 
@@ -300,7 +313,7 @@ def test_script_does_no_work_at_import():
     import webUI
 
     args = webUI.build_parser().parse_args([])
-    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+    assert (args.host, args.port, args.share, args.threads) == ("127.0.0.1", 7860, False, None)
 
 
 def test_build_app_lays_out_every_setting_with_its_default(tmp_path):
@@ -311,11 +324,19 @@ def test_build_app_lays_out_every_setting_with_its_default(tmp_path):
     app = build_app(results_dir=tmp_path / "results", trained_dir=tmp_path / "trained")
     assert isinstance(app, gr.Blocks)
     by_id = {b.elem_id: b for b in app.blocks.values() if getattr(b, "elem_id", None)}
-    defaults = InferenceSettings()
-    for name in InferenceSettings.__dataclass_fields__:
+    defaults = cb.web_defaults()
+    for name in cb.SETTINGS_LEFT + cb.SETTINGS_RIGHT:
         control = by_id[f"setting_{name}"]
+        assert control.label == cb.label(name)
+        if name == "output_format":
+            assert control.value == cb.DEFAULT_OUTPUT_FORMAT
+            continue
+        spec = ConversionOptions.spec(name)
         assert control.value == getattr(defaults, name), name
-        assert control.label == InferenceSettings.label(name)
+        assert control.info.startswith(spec.help), name
+        if spec.kind in ("float", "int"):  # bounds from the option's metadata
+            assert (control.minimum, control.maximum) == (spec.minimum, spec.maximum), name
+    assert [c for c, _ in by_id["setting_f0_predictor"].choices] == ConversionOptions.choices("f0_predictor")
     assert by_id["setting_output_format"].choices == [(f, f) for f in cb.OUTPUT_FORMATS]
     assert by_id["device"].value == "Auto"
     for elem in ("model_file", "config_file", "diffusion_model", "diffusion_config", "cluster_file", "load_button",

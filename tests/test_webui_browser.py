@@ -87,6 +87,7 @@ def test_convert_a_file_in_the_browser(server, tmp_path):
 
     url, work, models, log = server
     assert f"Running on local URL:  {url.rstrip('/')}" in log.read_text()  # loopback only
+    assert "share=True" not in log.read_text()  # webUI.py has --share; Gradio's hint is not shown
     song = write_song(tmp_path / "in" / "take 1.wav", seconds=1.0, sr=22050, stereo=True)
     expect.set_options(timeout=STEP_TIMEOUT_MS)
     with sync_playwright() as p:

@@ -341,10 +341,11 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     runner.script("infer", "inference_main.py", *infer)
     from inference.batch import output_name
 
-    def result(ratio: float) -> Path:
+    def result(ratio: float, feature_retrieval: bool = False) -> Path:
         return work / "results" / output_name(HELDOUT_NAME, tran=trans, spk=target.name, cluster_infer_ratio=ratio,
                                               auto_predict_f0=False, shallow_diffusion=False, only_diffusion=False,
-                                              f0_predictor=F0_PREDICTOR, wav_format="wav")
+                                              f0_predictor=F0_PREDICTOR, wav_format="wav",
+                                              feature_retrieval=feature_retrieval)
 
     shutil.copyfile(result(0), out / "converted.wav")
     converted = {"sovits": out / "converted.wav"}
@@ -354,7 +355,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         shutil.copyfile(result(0.5), converted["kmeans_0.5"])
         runner.script("infer_index", "inference_main.py", *infer, "-fr", "-cm", index, "-cr", "0.5")
         converted["index_0.5"] = out / "converted_index.wav"
-        shutil.copyfile(result(0.5), converted["index_0.5"])
+        shutil.copyfile(result(0.5, feature_retrieval=True), converted["index_0.5"])
     plot = runner.step("plot", lambda: write_plot(out, work, settings, random_encoder))
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -123,7 +123,7 @@ class TextAudioSpeakerLoader(torch.utils.data.Dataset):
     # -- up-front check ----------------------------------------------------------------------------
     def _check(self, paths: list[str], min_frames: int) -> list[str]:
         """Fail once, naming the files, for anything that would stop training mid-epoch."""
-        import soundfile as sf
+        from modules.wavcheck import WavProblem, WavRequirements, check_wav
 
         problems: list[str] = []
         short: list[str] = []
@@ -139,17 +139,14 @@ class TextAudioSpeakerLoader(torch.utils.data.Dataset):
                 problems.append(f"{p}: speaker folder '{spk}' is not in the config's spk map "
                                 f"({', '.join(sorted(self.spk_map)) or 'empty'})")
                 continue
-            try:
-                info = sf.info(p)
-            except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
-                problems.append(f"{p}: not a readable WAV file ({str(e).strip().splitlines()[0] if str(e) else e})")
-                continue
-            if info.samplerate != self.sampling_rate:
-                problems.append(f"{p}: {info.samplerate} Hz, the config expects {self.sampling_rate} Hz "
-                                "(run resample.py)")
-                continue
-            if info.frames // self.hop_length < max(min_frames, 2):
+            # a clip shorter than one training segment (at least 2 frames) is left out, not an error
+            check = check_wav(p, WavRequirements(sampling_rate=self.sampling_rate,
+                                                 min_samples=max(min_frames, 2) * self.hop_length))
+            if check.problem is WavProblem.TOO_SHORT:
                 short.append(p)
+                continue
+            if check.problem:
+                problems.append(f"{p}: {check.reason}")
                 continue
             kept.append(p)
         if problems:

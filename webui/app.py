@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from inference.options import ConversionOptions
 from modules.errors import SvcError
 from webui import callbacks as cb
-from webui.callbacks import InferenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,7 @@ TITLE = "so-vits-svc 4.1"
 MODEL_QUEUE = "model"
 FILE_BOX_HEIGHT = 150  # px: compact upload / download boxes (Gradio's default is much taller)
 CACHE_CLEANUP = (24 * 3600, 24 * 3600)  # drop uploads / cached outputs older than a day, checked daily
-
-# The settings in the order of 4.1's two columns.
-SETTINGS_LEFT = ("auto_predict_f0", "f0_predictor", "tran", "cluster_infer_ratio", "slice_db", "output_format",
-                 "noice_scale", "k_step")
-SETTINGS_RIGHT = ("pad_seconds", "clip_seconds", "lg_num", "lgr_num", "enhancer_adaptive_key", "cr_threshold",
-                  "loudness_envelope_adjustment", "second_encoding")
+SLIDER_MAX_STEPS = 1000  # an int setting with both bounds and at most this many values is a slider
 
 
 def shown(fn: Callable) -> Callable:
@@ -92,11 +87,12 @@ def on_unload(svc):
     return None, gr.update(choices=[], value=None), msg
 
 
-def _convert(svc, audio, speaker, values: dict[str, Any], results_dir, progress):
-    settings = InferenceSettings.from_ui(**values)
+def _convert(svc, audio, speaker, values: dict[str, Any], results_dir, progress, on_slice_done=None):
+    options, output_format = cb.settings_from_ui(values)
     progress(0, desc="Reading audio")
-    result = cb.convert_file(svc, audio, speaker, settings, results_dir=results_dir,
-                             on_start=lambda s: progress(0, desc=f"Converting {s:.1f} s of audio"))
+    result = cb.convert_file(svc, audio, speaker, options, output_format=output_format, results_dir=results_dir,
+                             on_start=lambda s: progress(0, desc=f"Converting {s:.1f} s of audio"),
+                             on_slice_done=on_slice_done)
     return result.message, str(result.path), str(result.path)
 
 
@@ -154,16 +150,15 @@ def _model_panel(trained_dir: Path) -> SimpleNamespace:
 
 
 def _settings_panel() -> dict[str, gr.components.Component]:
-    """One control per :class:`InferenceSettings` field, in 4.1's two columns."""
-    defaults = InferenceSettings()
+    """One control per page setting (ConversionOptions fields + output format), in 4.1's two columns."""
     controls: dict[str, gr.components.Component] = {}
     with gr.Row(variant="panel"):
-        for column in (SETTINGS_LEFT, SETTINGS_RIGHT):
+        for column in (cb.SETTINGS_LEFT, cb.SETTINGS_RIGHT):
             with gr.Column():
-                if column is SETTINGS_LEFT:
+                if column is cb.SETTINGS_LEFT:
                     gr.Markdown("**Inference settings**")
                 for name in column:
-                    controls[name] = _setting_control(name, getattr(defaults, name))
+                    controls[name] = _setting_control(name)
     return controls
 
 
@@ -222,9 +217,11 @@ def _compression_tab() -> SimpleNamespace:
 
 
 def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
-              trained_dir: str | os.PathLike = cb.TRAINED_DIR) -> gr.Blocks:
+              trained_dir: str | os.PathLike = cb.TRAINED_DIR,
+              on_slice_done: Callable[[], None] | None = None) -> gr.Blocks:
     """The web UI as a ``gr.Blocks`` (not launched). Outputs go to ``results_dir``; local models
-    are listed from ``trained_dir`` (both relative to the working directory by default, as 4.1)."""
+    are listed from ``trained_dir`` (both relative to the working directory by default, as 4.1).
+    ``on_slice_done`` goes to every conversion (``webUI.py`` passes its runtime profile's hook)."""
     results_dir, trained_dir = Path(results_dir), Path(trained_dir)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         svc_state = gr.State(None, delete_callback=_free)  # this session's model (an Svc) or None
@@ -264,7 +261,7 @@ def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
             # Inputs come as a set, so Gradio passes {component: value}.
             values = {name: data[c] for name, c in controls.items()}
             return _convert(data[svc_state], data[conv.input_audio], data[model.speaker], values, results_dir,
-                            progress)
+                            progress, on_slice_done)
 
         conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, *controls.values()},
                                [conv.status, conv.output_audio, conv.output_file], concurrency_id=MODEL_QUEUE)
@@ -288,21 +285,25 @@ def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
     return app
 
 
-def _setting_control(name: str, default: Any) -> gr.components.Component:
-    """The control of one inference setting, labelled from :class:`InferenceSettings`."""
-    label, info = InferenceSettings.label(name), InferenceSettings.info(name) or None
+def _setting_control(name: str) -> gr.components.Component:
+    """The control of one page setting, generated from its ConversionOptions metadata (label,
+    help, bounds, choices) with the web UI's default value."""
     elem_id = f"setting_{name}"
-    if isinstance(default, bool):
-        return gr.Checkbox(label=label, value=default, info=info, elem_id=elem_id)
-    if name == "f0_predictor":
-        from inference.components import f0_predictor_names
-
-        return gr.Dropdown(label=label, choices=f0_predictor_names(), value=default, info=info, elem_id=elem_id)
     if name == "output_format":
-        return gr.Radio(label=label, choices=list(cb.OUTPUT_FORMATS), value=default, elem_id=elem_id)
-    if name == "k_step":
-        return gr.Slider(label=label, minimum=1, maximum=1000, step=1, value=default, info=info, elem_id=elem_id)
-    return gr.Number(label=label, value=default, info=info, elem_id=elem_id)
+        return gr.Radio(label=cb.label(name), choices=list(cb.OUTPUT_FORMATS), value=cb.DEFAULT_OUTPUT_FORMAT,
+                        elem_id=elem_id)
+    spec = ConversionOptions.spec(name)
+    value = getattr(cb.web_defaults(), name)
+    info = spec.help + (f" ({spec.unit})" if spec.unit and not spec.unit.startswith("ratio") else "")
+    common = dict(label=spec.label, value=value, info=info, elem_id=elem_id)
+    if spec.kind == "bool":
+        return gr.Checkbox(**common)
+    if spec.kind == "choice":
+        return gr.Dropdown(choices=ConversionOptions.choices(name), **common)
+    lo, hi = spec.minimum, spec.maximum
+    if spec.kind == "int" and lo is not None and hi is not None and hi - lo <= SLIDER_MAX_STEPS:
+        return gr.Slider(minimum=lo, maximum=hi, step=1, **common)
+    return gr.Number(minimum=lo, maximum=hi, **common)
 
 
 def theme() -> gr.themes.Base:
@@ -317,5 +318,12 @@ def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, 
     """Serve ``app`` (blocks until the server stops)."""
     results = Path(results_dir).resolve()
     results.mkdir(parents=True, exist_ok=True)
+    # quiet: Gradio would also print "set share=True" although webUI.py has --share; say the
+    # addresses ourselves instead.
     app.queue().launch(server_name=host, server_port=port, share=share, inbrowser=False, theme=theme(),
-                       allowed_paths=[str(results)], footer_links=["gradio", "settings"])
+                       allowed_paths=[str(results)], footer_links=["gradio", "settings"], quiet=True,
+                       prevent_thread_lock=True)
+    log.info("* Running on local URL:  %s", str(app.local_url).rstrip("/"))
+    if app.share_url:
+        log.info("* Running on public URL: %s (temporary; anyone with the link can use this page)", app.share_url)
+    app.block_thread()

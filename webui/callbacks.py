@@ -8,22 +8,26 @@ Files written (relative to the working directory, as 4.1's web UI):
 
 * conversions: ``results/result_<upload stem>_<speaker>_<key><cluster><mode>.<format>``
   (4.1's web-UI name: key = ``<int(transpose)>key`` or ``auto``; cluster = ``_`` or
-  ``_<ratio>_``; mode = ``sovits`` / ``sovdiff`` / ``diff``);
+  ``_kmeans<ratio>_`` / ``_index<ratio>_`` (4.1: ``_<ratio>_``); mode = ``sovits`` / ``sovdiff`` /
+  ``diff``); an existing result is kept and the new one gets a numeric suffix;
 * static mixing: ``results/output.pth`` (4.1 wrote ``./output.pth``);
 * compression: ``results/<model stem>_release[_half].pth`` (``compress_model.py``'s name).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from inference.batch import cluster_tag, unique_path
+from inference.options import ConversionOptions, OptionError
 from modules.errors import SvcError
 
 log = logging.getLogger(__name__)
@@ -40,84 +44,47 @@ MIX_MODE_LABELS = {"convex": "Convex (softmax of rate/100, 4.1 mode 0)",
 
 
 # --- inference settings ------------------------------------------------------------------------
-def _setting(default: Any, label: str, info: str = "") -> Any:
-    return field(default=default, metadata={"label": label, "info": info})
+# The page's settings are ConversionOptions fields (labels, ranges, help and checks come from
+# their metadata) in the order of 4.1's two columns, plus the output format.
+SETTINGS_LEFT = ("auto_predict_f0", "f0_predictor", "transpose", "cluster_infer_ratio", "slice_db", "output_format",
+                 "noice_scale", "k_step")
+SETTINGS_RIGHT = ("pad_seconds", "clip_seconds", "lg_num", "lgr_num", "enhancer_adaptive_key", "cr_threshold",
+                  "loudness_envelope_adjustment", "second_encoding")
+OUTPUT_FORMAT_LABEL = "Output format"
+DEFAULT_OUTPUT_FORMAT = "wav"
+# 4.1's web UI imposed the input's loudness envelope (0); its CLI keeps the output's (1). A web-UI
+# user gets what 4.1's web UI gave.
+WEB_UI_DEFAULTS = {"loudness_envelope_adjustment": 0}
 
 
-@dataclass(frozen=True)
-class InferenceSettings:
-    """Every conversion setting of 4.1's web UI with its web-UI default (spec §11.2, §10.8).
+@functools.lru_cache(maxsize=1)
+def web_defaults() -> ConversionOptions:
+    """The options a fresh page shows: 4.1's web-UI defaults."""
+    return ConversionOptions(**WEB_UI_DEFAULTS)
 
-    Times are in seconds, pitch in semitones. The labels are the ones the page shows (and the
-    ones error messages name).
-    """
 
-    tran: float = _setting(0, "Transpose (semitones)", "integer semitones, + or -; an octave up is 12")
-    auto_predict_f0: bool = _setting(False, "Automatic f0 prediction",
-                                     "speech only: singing goes out of tune, and transposition stops working")
-    f0_predictor: str = _setting("pm", "F0 predictor", "crepe / rmvpe / fcpe use the f0 filter threshold")
-    cluster_infer_ratio: float = _setting(0, "Cluster / feature-retrieval ratio",
-                                          "0..1, 0 = off; more target timbre, less clear articulation (≈0.5)")
-    slice_db: float = _setting(-40, "Slicing threshold (dB)", "-30 for noisy input, -50 for dry vocals")
-    output_format: str = _setting("wav", "Output format")
-    noice_scale: float = _setting(0.4, "Noise scale", "prior noise; best left alone")
-    k_step: int = _setting(100, "Shallow diffusion steps", "only with a diffusion model; more = closer to it")
-    pad_seconds: float = _setting(0.5, "Pad seconds", "silence added around each slice (avoids clicks at the ends)")
-    clip_seconds: float = _setting(0, "Forced clip length (s)", "0 = slice at silences only")
-    lg_num: float = _setting(0, "Crossfade between clips (s)", "only with forced clipping")
-    lgr_num: float = _setting(0.75, "Crossfade retain ratio", "0..1: part of the crossfade that is blended")
-    enhancer_adaptive_key: float = _setting(0, "Enhancer adaptive key (semitones)",
-                                            "lets the enhancer reach higher ranges")
-    cr_threshold: float = _setting(0.05, "F0 filter threshold", "0..1 (crepe / rmvpe / fcpe); lower = fewer "
-                                   "out-of-tune notes, more muted ones")
-    # 4.1's web UI imposed the input's loudness envelope (0); its CLI keeps the output's (1).
-    # We keep the web UI's default so a web-UI user gets what 4.1's web UI gave.
-    loudness_envelope_adjustment: float = _setting(0, "Loudness envelope ratio",
-                                                   "0 = input's envelope, 1 = output's (command-line default 1)")
-    second_encoding: bool = _setting(False, "Second encoding",
-                                     "re-encode the SoVITS output before shallow diffusion (hit or miss)")
+def label(name: str) -> str:
+    """The page's label of a setting (``output_format`` or a ConversionOptions field)."""
+    return OUTPUT_FORMAT_LABEL if name == "output_format" else ConversionOptions.spec(name).label
 
-    @classmethod
-    def label(cls, name: str) -> str:
-        return cls.__dataclass_fields__[name].metadata["label"]
 
-    @classmethod
-    def info(cls, name: str) -> str:
-        return cls.__dataclass_fields__[name].metadata["info"]
+def check_output_format(output_format: Any) -> str:
+    if output_format not in OUTPUT_FORMATS:
+        raise SvcError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    return str(output_format)
 
-    @classmethod
-    def from_ui(cls, **values: Any) -> "InferenceSettings":
-        """Settings from the page's controls; an empty or non-numeric field raises naming its label."""
-        out: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in values:
-                continue
-            v = values[f.name]
-            label = f.metadata["label"]
-            if f.type in ("bool", bool):
-                out[f.name] = bool(v)
-            elif f.type in ("str", str):
-                if v is None or v == "":
-                    raise SvcError(f"'{label}' is empty; choose a value")
-                out[f.name] = str(v)
-            else:
-                if v is None or v == "":
-                    raise SvcError(f"'{label}' is empty; enter a number (default {f.default})")
-                try:
-                    num = float(v)
-                except (TypeError, ValueError):
-                    raise SvcError(f"'{label}' must be a number, got {v!r}") from None
-                if not math.isfinite(num):
-                    raise SvcError(f"'{label}' must be a finite number, got {v!r}")
-                out[f.name] = int(round(num)) if f.type in ("int", int) else num
-        settings = cls(**out)
-        if settings.output_format not in OUTPUT_FORMATS:
-            raise SvcError(f"output format {settings.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
-        return settings
 
-    def slice_options(self) -> dict[str, Any]:
-        """Keyword arguments of :meth:`Svc.slice_inference` (everything but tran and the format)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tran", "output_format")}
+def settings_from_ui(values: Mapping[str, Any]) -> tuple[ConversionOptions, str]:
+    """The page's control values → ``(options, output format)``; a bad value raises naming its label."""
+    values = dict(values)
+    output_format = check_output_format(values.pop("output_format", DEFAULT_OUTPUT_FORMAT))
+    try:
+        options = ConversionOptions.from_mapping(values, source="web UI", base=web_defaults())
+    except OptionError as e:
+        if e.field is None:
+            raise
+        raise SvcError(f"'{label(e.field)}' {e.problem}") from None
+    return options, output_format
 
 
 # --- devices -----------------------------------------------------------------------------------
@@ -262,10 +229,12 @@ def unload_model(svc: Any) -> str:
 
 # --- conversion --------------------------------------------------------------------------------
 def output_file_name(basename: str, *, speaker: str, tran: float, auto_predict_f0: bool, cluster_infer_ratio: float,
-                     shallow_diffusion: bool, only_diffusion: bool, output_format: str) -> str:
-    """4.1's web-UI result name: ``result_<basename>_<spk>_<key><cluster><mode>.<format>``."""
+                     shallow_diffusion: bool, only_diffusion: bool, output_format: str,
+                     feature_retrieval: bool = False) -> str:
+    """4.1's web-UI result name: ``result_<basename>_<spk>_<key><cluster><mode>.<format>``, with
+    the cluster mode beside the ratio when one is used (``_kmeans0.5_`` / ``_index0.5_``)."""
     key = "auto" if auto_predict_f0 else f"{int(tran)}key"
-    cluster = "_" if cluster_infer_ratio == 0 else f"_{cluster_infer_ratio}_"
+    cluster = cluster_tag(cluster_infer_ratio, feature_retrieval) + "_"
     mode = "diff" if only_diffusion else "sovdiff" if shallow_diffusion else "sovits"
     speaker = str(speaker).replace("/", "_").replace(os.sep, "_")
     return f"result_{basename}_{speaker}_{key}{cluster}{mode}.{output_format}"
@@ -280,20 +249,25 @@ class Conversion:
 
 
 def convert_file(svc: Any, audio_path: str | os.PathLike | None, speaker: str | None,
-                 settings: InferenceSettings = InferenceSettings(), *,
+                 options: ConversionOptions | None = None, *, output_format: str = DEFAULT_OUTPUT_FORMAT,
                  results_dir: str | os.PathLike = RESULTS_DIR,
-                 on_start: Callable[[float], None] | None = None) -> Conversion:
+                 on_start: Callable[[float], None] | None = None,
+                 on_slice_done: Callable[[], None] | None = None) -> Conversion:
     """Convert an uploaded file (any soundfile format, mono or stereo, any rate) for ``speaker``
-    and write it under ``results_dir`` with 4.1's web-UI name. ``on_start(duration_s)`` is called
-    once the audio is read (the app uses it for its progress display)."""
+    and write it under ``results_dir`` with 4.1's web-UI name (an existing file is kept: the new
+    one gets a numeric suffix). ``options`` default to :func:`web_defaults`. ``on_start(duration_s)``
+    is called once the audio is read (the app uses it for its progress display); ``on_slice_done``
+    goes to :meth:`Svc.convert` (the script's runtime hook)."""
+    options = web_defaults() if options is None else options
+    output_format = check_output_format(output_format)
     if svc is None or getattr(svc, "hubert_model", None) is None:
         raise SvcError("no model is loaded: choose a model and press 'Load model' first")
     if audio_path is None or str(audio_path) == "":
         raise SvcError("upload an audio file first")
     if not speaker:
         raise SvcError(f"choose a speaker (this model has: {', '.join(speakers(svc)) or 'none'})")
-    if settings.cluster_infer_ratio != 0 and svc.cluster_model is None:
-        raise SvcError(f"'{InferenceSettings.label('cluster_infer_ratio')}' is {settings.cluster_infer_ratio} but no "
+    if options.cluster_infer_ratio != 0 and svc.cluster_model is None:
+        raise SvcError(f"'{label('cluster_infer_ratio')}' is {options.cluster_infer_ratio} but no "
                        "cluster model or feature index is loaded: load one with the model, or set the ratio to 0")
     from modules.audio import load_audio, save_audio
 
@@ -302,14 +276,14 @@ def convert_file(svc: Any, audio_path: str | os.PathLike | None, speaker: str | 
     if on_start is not None:
         on_start(seconds)
     t0 = time.perf_counter()
-    audio = svc.slice_inference(y, speaker, settings.tran, sr=sr, **settings.slice_options())
+    audio = svc.convert(y, sr, speaker, options, on_slice_done=on_slice_done)
     elapsed = time.perf_counter() - t0
-    out = Path(results_dir) / output_file_name(
-        Path(audio_path).stem, speaker=speaker, tran=settings.tran, auto_predict_f0=settings.auto_predict_f0,
-        cluster_infer_ratio=settings.cluster_infer_ratio, shallow_diffusion=svc.shallow_diffusion,
-        only_diffusion=svc.only_diffusion, output_format=settings.output_format)
+    out = unique_path(Path(results_dir) / output_file_name(
+        Path(audio_path).stem, speaker=speaker, tran=options.transpose, auto_predict_f0=options.auto_predict_f0,
+        cluster_infer_ratio=options.cluster_infer_ratio, shallow_diffusion=svc.shallow_diffusion,
+        only_diffusion=svc.only_diffusion, output_format=output_format, feature_retrieval=svc.feature_retrieval))
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_audio(out, audio, svc.target_sample, format=settings.output_format)
+    save_audio(out, audio, svc.target_sample, format=output_format)
     svc.clear_empty()
     msg = (f"Success: {seconds:.2f} s of audio converted to '{speaker}' in {elapsed:.2f} s "
            f"(real-time factor {elapsed / max(seconds, 1e-9):.2f}). Saved as {out}")
