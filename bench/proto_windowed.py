@@ -135,7 +135,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     if args.bounds:
-        from inference.memory import bound_native_memory, release_free_memory
+        from modules.runtime import bound_native_memory, release_free_memory
 
         bound_native_memory()
     dec, hps = build_decoder()
