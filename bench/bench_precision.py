@@ -52,6 +52,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
@@ -263,9 +264,42 @@ def encoder_case(size: str, seconds: float, device: str):
     return make, call, seconds
 
 
+def song_case(size: str, seconds: float, device: str):
+    """Whole-song conversion (``Svc.convert``, FCPE, defaults otherwise) of bench_infer's
+    synthetic song (phrases of 3-8 s with pauses) with the full-size random models."""
+    from bench_infer import prepare, song
+
+    from inference.infer_tool import Svc
+    from inference.options import ConversionOptions
+
+    files = prepare(Path(os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_infer")))
+    os.environ["SVC_PRETRAIN_DIR"] = files["pretrain"]
+    y = song(seconds, seed=int(seconds))
+    has_option = "precision" in ConversionOptions.fields_meta()
+
+    def make(precision: str):
+        svc = Svc(files["g"], files["config"], device=device, cluster_model_path=None)
+        svc.f0_predictor("fcpe", 0.05)
+        if not has_option and precision != "fp32":  # before the option existed: cast from outside
+            dt = DTYPES[precision]
+            svc.net_g_ms = copy.deepcopy(svc.net_g_ms).to(dt)
+            enc = copy.copy(svc.hubert_model)
+            enc.model = copy.deepcopy(enc.model).to(dt)
+            enc.dtype = dt
+            svc.hubert_model = enc
+        return svc
+
+    def call(svc, precision):
+        extra = {"precision": precision} if has_option else {}
+        opts = ConversionOptions(f0_predictor="fcpe", **extra)
+        return torch.from_numpy(svc.convert(y, SR, "a", opts, progress=False))
+
+    return make, call, seconds
+
+
 CASES: dict[str, Callable] = {"synth": synth_case, "vocoder": vocoder_case, "diffusion": diffusion_case,
-                              "encoder": encoder_case}
-AUDIO_OUT = {"synth": True, "vocoder": True, "diffusion": False, "encoder": False}
+                              "encoder": encoder_case, "song": song_case}
+AUDIO_OUT = {"synth": True, "vocoder": True, "diffusion": False, "encoder": False, "song": True}
 
 
 def run_path(path: str, precisions: list[str], args) -> list[dict]:
@@ -295,7 +329,8 @@ def run_path(path: str, precisions: list[str], args) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--paths", nargs="+", default=["synth", "vocoder", "diffusion", "encoder"], choices=list(CASES))
+    ap.add_argument("--paths", nargs="+", default=["synth", "vocoder", "diffusion", "encoder", "song"],
+                    choices=list(CASES))
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "bf16-autocast"], choices=PRECISIONS)
     ap.add_argument("--size", choices=["full", "golden"], default="full")
     ap.add_argument("--seconds", type=float, default=5.0)
