@@ -30,8 +30,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PRECISIONS", "PrecisionWarning", "cpu_flags", "native_precisions", "precision_dtype",
-           "resolve_precision"]
+__all__ = ["PRECISIONS", "PrecisionWarning", "autocast", "cpu_flags", "native_precisions", "precision_dtype",
+           "precision_name", "resolve_precision"]
 
 #: Valid precision names (``auto`` is resolved by :func:`resolve_precision`).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
@@ -117,3 +117,22 @@ def precision_dtype(precision: str) -> torch.dtype:
     except KeyError:
         raise ValueError(f"precision must be one of {', '.join(_DTYPES)} here (resolve 'auto' first), "
                          f"got {precision!r}") from None
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """A torch dtype → its precision name (``torch.float32`` → ``"fp32"``)."""
+    for name, dt in _DTYPES.items():
+        if dt == dtype:
+            return name
+    raise ValueError(f"no precision name for dtype {dtype}; valid: {', '.join(map(str, _DTYPES.values()))}")
+
+
+def autocast(precision: str, device: Any):
+    """A context that runs matrix products and convolutions in ``precision`` (a concrete name)
+    on ``device`` and everything else in float32 (``torch.autocast``); a no-op for fp32. For
+    models built with float32 arithmetic inside (diffusion schedule, step embeddings)."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=precision_dtype(precision))
