@@ -134,12 +134,14 @@ def breakdown_timers(svc, conv, f0: str) -> dict[str, list[_Timer]]:
 
 
 def run_case(svc, engine: str, block: float, n_blocks: int, warmup: int, f0: str, context: float,
-             device_rate: int | None = None) -> dict:
+             device_rate: int | None = None, precision: str = "fp32") -> dict:
     import numpy as np
 
     from inference.realtime import RealtimeConverter, RealtimeSettings
 
-    s = RealtimeSettings(block_time=block, f0_predictor=f0, incremental=(engine == "ours"), feature_context=context)
+    extra = {"precision": precision} if precision != "fp32" else {}
+    s = RealtimeSettings(block_time=block, f0_predictor=f0, incremental=(engine == "ours"), feature_context=context,
+                         **extra)
     conv = RealtimeConverter(svc, s, sample_rate=device_rate)
     eng = conv.engine
     if engine == "41":
@@ -167,7 +169,7 @@ def run_case(svc, engine: str, block: float, n_blocks: int, warmup: int, f0: str
             for t in ts:
                 t.restore()
     med = float(np.median(times))
-    row = {"engine": engine, "block_s": round(B / rate, 3), "buffer_s": round(eng.buffer_frames * eng.hop / eng.sample_rate, 2),
+    row = {"engine": engine, "precision": precision, "block_s": round(B / rate, 3), "buffer_s": round(eng.buffer_frames * eng.hop / eng.sample_rate, 2),
            "median_ms": round(1000 * med, 1), "p90_ms": round(1000 * float(np.percentile(times, 90)), 1),
            "cpu_ms": round(1000 * float(np.median(cpus)), 1), "rtf": round(med / (B / rate), 3),
            "keeps_up": med < B / rate, "latency_ms": round(1000 * conv.latency_seconds, 1)}
@@ -186,6 +188,8 @@ def main() -> None:
     ap.add_argument("--feature-context", type=float, default=1.0, help="s of left context for f0 / units (ours)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precisions", nargs="+", default=["fp32"],
+                    help="fp32 bf16 fp16 auto (RealtimeSettings.precision); each block length runs every one")
     ap.add_argument("--device-rate", type=int, default=None,
                     help="sound-card rate (e.g. 48000): adds the streaming resampling bridge (default: the model rate)")
     ap.add_argument("--work", default=os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_realtime"))
@@ -206,15 +210,18 @@ def main() -> None:
     rows = []
     for engine in args.engines:
         for block in args.blocks:
-            row = run_case(svc, engine, block, args.n, args.warmup, args.f0, args.feature_context,
-                           args.device_rate)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for precision in args.precisions:
+                row = run_case(svc, engine, block, args.n, args.warmup, args.f0, args.feature_context,
+                               args.device_rate, precision)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     for engine in args.engines:
-        ok = [r for r in rows if r["engine"] == engine and r["keeps_up"]]
-        best = min(ok, key=lambda r: r["block_s"]) if ok else None
-        print(json.dumps({"engine": engine, "smallest_block_keeping_up_s": best and best["block_s"],
-                          "algorithmic_latency_ms": best and best["latency_ms"]}), flush=True)
+        for precision in args.precisions:
+            ok = [r for r in rows if r["engine"] == engine and r["precision"] == precision and r["keeps_up"]]
+            best = min(ok, key=lambda r: r["block_s"]) if ok else None
+            print(json.dumps({"engine": engine, "precision": precision,
+                              "smallest_block_keeping_up_s": best and best["block_s"],
+                              "algorithmic_latency_ms": best and best["latency_ms"]}), flush=True)
     print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "load_average": os.getloadavg()[0]}), flush=True)
 
