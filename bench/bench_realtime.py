@@ -119,8 +119,10 @@ class _Timer:
 def breakdown_timers(svc, conv, f0: str) -> dict[str, list[_Timer]]:
     eng = conv.engine
     net = eng.net if hasattr(eng, "net") else svc.net_g_ms
+    # the speech encoder of the engine's precision (Svc keeps one per precision)
+    encoder = svc.encoder_for(eng.precision) if hasattr(svc, "encoder_for") else svc.hubert_model
     parts: dict[str, list[_Timer]] = {
-        "encoder": [_Timer(svc.hubert_model, "encoder")],
+        "encoder": [_Timer(encoder, "encoder")],
         "f0": [_Timer(svc.f0_predictor(f0, eng.settings.f0_threshold), "compute_f0_uv")],
         "prior+flow": [_Timer(net, "embed_content"), _Timer(net.enc_p, "forward"), _Timer(net.flow, "forward")],
         "decoder": [_Timer(net.dec, "forward")],
