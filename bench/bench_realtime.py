@@ -120,7 +120,7 @@ def breakdown_timers(svc, conv, f0: str) -> dict[str, list[_Timer]]:
     eng = conv.engine
     net = eng.net if hasattr(eng, "net") else svc.net_g_ms
     # the speech encoder of the engine's precision (Svc keeps one per precision)
-    encoder = svc.encoder_for(eng.precision) if hasattr(svc, "encoder_for") else svc.hubert_model
+    encoder = svc.encoder_for(getattr(eng, "precision", "fp32")) if hasattr(svc, "encoder_for") else svc.hubert_model
     parts: dict[str, list[_Timer]] = {
         "encoder": [_Timer(encoder, "encoder")],
         "f0": [_Timer(svc.f0_predictor(f0, eng.settings.f0_threshold), "compute_f0_uv")],
