@@ -96,7 +96,7 @@ def main() -> None:
         ref = SynthesizerTrn(hps.data.filter_length // 2 + 1, hps.train.segment_size // hps.data.hop_length,
                              **hps.model)
         load_checkpoint(paths.model, ref)
-        ref.prepare_for_inference()
+        ref = ref.for_inference()
         padded = torch.cat([torch.zeros_like(inputs["c"][:, :1]), inputs["c"]], dim=1)
         c = padded[0, inputs["mel2ph"][0]].T[None]
 

@@ -11,9 +11,9 @@ float32 on CPU, noise scale 0.4.
 Modes, run alternately (so both see the same machine load):
   plain     the model as 4.1's Svc runs it: eval(), enc_q deleted, weight norm recomputed in
             every call, 1-D convolutions (this is the original's arithmetic);
-  prepared  after SynthesizerTrn.prepare_for_inference(): weight norm folded once, channels-last
+  prepared  SynthesizerTrn.for_inference(): weight norm folded once, channels-last
             2-D decoder convolutions, in-place activations, chunked residual blocks (auto rule,
-            see vdecoder/hifigan/models.py: Generator.mrf_chunk; --mrf-chunk overrides).
+            see vdecoder/hifigan/models.py: chunking_pays; --mrf-chunk overrides).
 RTF = median wall time / audio duration. CPU = process CPU time (all threads), steadier than
 wall time on a shared machine. Peak = the process's peak RSS during that mode's calls (Linux), or
 peak GPU memory allocated with --device cuda.
@@ -22,6 +22,7 @@ peak GPU memory allocated with --device cuda.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -36,6 +37,7 @@ if str(ROOT) not in sys.path:
 from models import SynthesizerTrn  # noqa: E402
 from peak_rss import peak_rss_mb, reset_peak  # noqa: E402
 from modules.hparams import get_hparams_from_file  # noqa: E402
+from vdecoder.hifigan.models import chunking_pays  # noqa: E402
 
 
 def build(hps, device: str) -> SynthesizerTrn:
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                     help="prepared mode's dtype (half types are GPU options)")
-    ap.add_argument("--mrf-chunk", type=int, default=None, help="override Generator.mrf_chunk (0: off)")
+    ap.add_argument("--mrf-chunk", type=int, default=None, help="decoder mrf_chunk samples (0: off; default: the auto rule)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of one call per mode")
     ap.add_argument("--sections", action="store_true", help="print the CPU time of each part for one call per mode")
     args = ap.parse_args(argv)
@@ -133,9 +135,10 @@ def main(argv=None) -> int:
             net.eval()
             del net.enc_q
         elif mode == "prepared":
-            net.prepare_for_inference(dtype=getattr(torch, args.dtype))
-            if args.mrf_chunk is not None:
-                net.dec.mrf_chunk = args.mrf_chunk
+            chunk = args.mrf_chunk
+            if chunk is None:  # the rule Svc applies (see vdecoder.hifigan.models.chunking_pays)
+                chunk = "auto" if chunking_pays(args.threads, os.environ.get("OMP_WAIT_POLICY")) else 0
+            net = net.for_inference(dtype=getattr(torch, args.dtype), mrf_chunk=chunk)
         else:
             raise SystemExit(f"unknown mode {mode!r}; valid: plain, prepared")
         nets[mode] = net

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -36,16 +35,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from modules.checkpoint import torch_load
+from modules.checkpoint import (KMEANS_NUMPY_GLOBALS, FaissIndexState, feature_index_unpickler,  # noqa: F401
+                               np_reconstruct as _np_reconstruct, torch_load)
 from modules.errors import CheckpointError, SvcError, UnsafeFileError
 from modules.io_utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
-
-try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct
-except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct  # type: ignore[no-redef]
 
 KMEANS_KEYS = ("n_features_in_", "_n_threads", "cluster_centers_")
 MANIFEST_FORMAT = "so-vits-svc-feature-index"
@@ -66,18 +61,6 @@ def import_faiss():
 
 
 # --- kmeans_10000.pt ----------------------------------------------------------------------------
-# Names numpy arrays pickle under (numpy 1.x writes numpy.core, 2.x numpy._core). Only the array
-# rebuilders and the float dtypes centres can have are allowed; nothing else from numpy.
-_KMEANS_NUMPY_GLOBALS: dict[str, Any] = {
-    "numpy.core.multiarray._reconstruct": _np_reconstruct,
-    "numpy._core.multiarray._reconstruct": _np_reconstruct,
-    "numpy.ndarray": np.ndarray,
-    "numpy.dtype": np.dtype,
-    "numpy.dtypes.Float32DType": type(np.dtype(np.float32)),
-    "numpy.dtypes.Float64DType": type(np.dtype(np.float64)),
-}
-
-
 class _Numpy1NamesPickler(pickle._Pickler):  # the pure-Python pickler lets save_global be overridden
     """Pickler that writes numpy's array rebuilder under its numpy 1.x name.
 
@@ -137,7 +120,7 @@ def read_kmeans(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
             f"{path}: this is a feature-retrieval index, not a k-means model; use it with feature "
             "retrieval (inference_main.py -fr / --feature_retrieval)"
         )
-    raw = torch_load(path, stand_ins=_KMEANS_NUMPY_GLOBALS, what="k-means cluster model")
+    raw = torch_load(path, stand_ins=KMEANS_NUMPY_GLOBALS, what="k-means cluster model")
     if not isinstance(raw, dict) or not raw:
         raise CheckpointError(
             f"{path}: not a k-means cluster model (expected a dict speaker name → "
@@ -167,114 +150,8 @@ def read_kmeans(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 
 # --- feature_and_index.pkl: restricted unpickling -------------------------------------------------
-class FaissIndexState:
-    """Inert stand-in for a pickled faiss index: keeps the serialized bytes, runs nothing.
-
-    The unpickler creates it with ``cls.__new__`` (NEWOBJ) or ``cls()``, then hands the pickled
-    state to :meth:`__setstate__`; the faiss class name is the stand-in subclass's name.
-    """
-
-    data: bytes | None = None
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
-            state = state[0]  # copyreg protocol-0/1 form (dict, slots)
-        if not isinstance(state, dict) or set(state) != {"this"} or not isinstance(state["this"], (bytes, bytearray)):
-            raise UnsafeFileError(
-                "a pickled faiss index does not have the expected state {'this': <bytes>}; refused"
-            )
-        self.data = bytes(state["this"])
-
-    def __reduce__(self):  # never let the stand-in be pickled back out by accident
-        raise TypeError("FaissIndexState cannot be pickled")
-
-
-_STAND_IN_CLASSES: dict[str, type] = {}
-
-
-def _faiss_stand_in(class_name: str) -> type:
-    cls = _STAND_IN_CLASSES.get(class_name)
-    if cls is None:
-        cls = type(class_name, (FaissIndexState,), {})
-        _STAND_IN_CLASSES[class_name] = cls
-    return cls
-
-
-class _NdarrayRef:
-    """Stands for ``numpy.ndarray`` in a pickle; only :func:`_safe_reconstruct` accepts it."""
-
-
-class _ObjectRef:
-    """Stands for ``builtins.object`` (protocol 0/1 pickles); only :func:`_safe_copyreg_reconstructor` accepts it."""
-
-
-def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    if subtype is not _NdarrayRef:
-        raise UnsafeFileError("numpy array rebuild for a type other than numpy.ndarray; refused")
-    return _np_reconstruct(np.ndarray, shape, dtype)
-
-
-def _safe_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
-    if not isinstance(spec, str):
-        raise UnsafeFileError(f"numpy dtype from {type(spec).__name__}; refused")
-    dt = np.dtype(spec)
-    if dt.kind not in "biuf":
-        raise UnsafeFileError(f"numpy dtype '{spec}' is not a plain number type; refused")
-    return np.dtype(spec, bool(align), bool(copy))
-
-
-def _safe_codecs_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
-    # Protocol 0-2 pickles store bytes as _codecs.encode(<latin-1 str>, "latin1").
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
-        raise UnsafeFileError("unexpected use of _codecs.encode in pickle; refused")
-    return text.encode("latin1")
-
-
-def _safe_copyreg_reconstructor(cls: Any, base: Any, state: Any) -> Any:
-    # Protocol 0/1 pickles build objects as copyreg._reconstructor(cls, object, None).
-    if not (isinstance(cls, type) and issubclass(cls, FaissIndexState)) or base is not _ObjectRef or state is not None:
-        raise UnsafeFileError("copyreg._reconstructor used for something other than a faiss index; refused")
-    return cls()
-
-
-_INDEX_PICKLE_GLOBALS: dict[str, Any] = {
-    "numpy.core.multiarray._reconstruct": _safe_reconstruct,
-    "numpy._core.multiarray._reconstruct": _safe_reconstruct,
-    "numpy.ndarray": _NdarrayRef,
-    "numpy.dtype": _safe_dtype,
-    "_codecs.encode": _safe_codecs_encode,
-    "copyreg._reconstructor": _safe_copyreg_reconstructor,
-    "copy_reg._reconstructor": _safe_copyreg_reconstructor,
-    "builtins.object": _ObjectRef,
-    "__builtin__.object": _ObjectRef,
-}
-# faiss's SWIG module is named after the CPU build: faiss.swigfaiss, faiss.swigfaiss_avx2,
-# faiss.swigfaiss_avx512, ... (and faiss._swigfaiss in some builds). Only Index* class names.
-_FAISS_MODULE_RE = re.compile(r"faiss\._?swigfaiss\w*")
-_FAISS_CLASS_RE = re.compile(r"Index\w*")
-
-
-class _IndexUnpickler(pickle.Unpickler):
-    """Allow-list unpickler for 4.1's ``feature_and_index.pkl`` (see module docstring)."""
-
-    def __init__(self, file: Any, source: str) -> None:
-        super().__init__(file)
-        self._source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        if _FAISS_MODULE_RE.fullmatch(module) and _FAISS_CLASS_RE.fullmatch(name):
-            return _faiss_stand_in(name)
-        full = f"{module}.{name}"
-        if full in _INDEX_PICKLE_GLOBALS:
-            return _INDEX_PICKLE_GLOBALS[full]
-        raise UnsafeFileError(
-            f"{self._source}: refused to load: the pickle references '{full}', which a feature index "
-            "never contains. Nothing from the file was executed. If this file came from a source you "
-            "do not trust, delete it."
-        )
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafeFileError(f"{self._source}: refused to load: unexpected persistent id in pickle")
+# The allow-list and the stand-ins live in modules.checkpoint (the one loader of untrusted files).
+_IndexUnpickler = feature_index_unpickler
 
 
 def _deserialize_faiss(blob: bytes, where: str) -> Any:

@@ -1,13 +1,16 @@
-"""Training loop of the shallow-diffusion model (``train_diff.py``, spec §8.4).
+"""Training of the shallow-diffusion model (``train_diff.py``, spec §8.4) on :mod:`training.runner`.
 
-Split into named parts: :func:`prepare` (device, vocoder, model, optimiser, resume, scheduler),
-:func:`train_step`, :func:`validate`, :class:`Saver` (checkpoints, ``log_info.txt``,
-TensorBoard) and :func:`train` (the loop). Checkpoints keep 4.1's format, ``model_<step>.pt`` =
-``{"global_step", "model"[, "optimizer"]}``, written atomically, and 4.1's retention rule.
+The runner owns the step loop, save cadence (``interval_val`` steps and ``save_every_minutes``),
+NaN/Inf guard with rollback, signal-safe stop and progress; here are the diffusion parts:
+:func:`prepare` (device, vocoder, model, optimiser, resume, scheduler), :func:`train_step`,
+:func:`validate`, :class:`Saver` (checkpoints, ``log_info.txt``, TensorBoard) and
+:class:`DiffusionJob` (the :class:`~training.runner.TrainJob`). Checkpoints keep 4.1's format,
+``model_<step>.pt`` = ``{"global_step", "model"[, "optimizer"]}``, written atomically, with 4.1's
+retention rule, plus our extra keys ``config`` and ``train_state``.
 
-Unlike 4.1: a NaN/inf loss skips the step (no update) and is counted; too many in a row stop
-training with an error, and any skipped step makes the run end with an error (non-zero exit)
-after the last checkpoint is saved. CPU training works; ``device: cuda`` without CUDA is an error.
+Unlike 4.1: a NaN/inf loss skips the step (no update) and is counted; a streak of them rolls back
+to the newest checkpoint with a lower learning rate, and after the allowed rollbacks training
+stops with an error (exit status 2). CPU training works; ``device: cuda`` without CUDA is an error.
 """
 
 from __future__ import annotations
@@ -24,36 +27,22 @@ import torch
 
 from diffusion.data_loaders import get_data_loaders
 from diffusion.unit2mel import Unit2Mel, build_model, read_checkpoint
-from modules.checkpoint import atomic_torch_save, checkpoint_step, latest_checkpoint_path, load_state_dict_checked
+from modules.checkpoint import (CONFIG_KEY, atomic_torch_save, checkpoint_step, latest_checkpoint_path,
+                                load_state_dict_checked, remove_interrupted_saves)
+from modules.device import resolve_device
 from modules.errors import ConfigError, SvcError
+from training import runner
+from training.runner import GuardPolicy, Precision, Progress, Runtime, StepReport, TrainingError  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-MAX_CONSECUTIVE_NAN = 20  # this many non-finite losses in a row: the run has diverged
-AMP_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GUARD = GuardPolicy(max_consecutive_bad=20)  # 20 NaN steps in a row: roll back (lr × 0.5); 3 rollbacks: stop
+AMP_DTYPES = ("fp32", "fp16", "bf16", "auto")
 VALIDATION_REPEATS = 4  # diffusion losses per validation file (4.1 used train.batch_size, i.e. 48)
 VALIDATION_SEED = 1234  # fixed draws, so validation losses of different steps are comparable
 
 
-class TrainingError(SvcError):
-    """Training cannot continue (diverged) or ended with skipped non-finite steps."""
-
-
 # --- set-up ---------------------------------------------------------------------------------------
-def resolve_device(name: str | None) -> torch.device:
-    """``cuda`` / ``cuda:N`` / ``cpu`` (None → cuda if available) with a clear error if CUDA is missing."""
-    if name is None or str(name) == "":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(str(name))
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available; set 'device: cpu' in the diffusion "
-                          "config or pass --device cpu")
-    return dev
-
-
 @dataclass
 class TrainState:
     args: Any
@@ -64,6 +53,7 @@ class TrainState:
     vocoder: Any
     global_step: int
     resumed_from: Path | None = None
+    train_state: dict | None = None   # the runner's entry of the resumed checkpoint
 
 
 def _load_for_resume(model: Unit2Mel, state: dict, source: str) -> None:
@@ -91,13 +81,15 @@ def _load_for_resume(model: Unit2Mel, state: dict, source: str) -> None:
 
 def prepare(args, *, device: str | None = None) -> TrainState:
     """Build everything the loop needs; resume from the newest ``model_<N>.pt`` in ``env.expdir``."""
+    from modules.config_types import DiffusionConfig
     from vdecoder.vocoder import Vocoder
 
-    dev = resolve_device(device if device is not None else args.get("device"))
+    cfg = DiffusionConfig.from_hparams(args)
+    dev = resolve_device(device if device is not None else cfg.device)
     if dev.type == "cuda" and dev.index is None:  # 4.1: torch.cuda.set_device(env.gpu_id)
-        dev = torch.device("cuda", int(args.env.get("gpu_id", 0) or 0))
-    if str(args.train.amp_dtype) not in AMP_DTYPES:
-        raise ConfigError(f"train.amp_dtype '{args.train.amp_dtype}' unknown; use one of {', '.join(AMP_DTYPES)}")
+        dev = resolve_device(f"cuda:{cfg.gpu_id}")
+    if str(cfg.train.amp_dtype) not in AMP_DTYPES:
+        raise ConfigError(f"train.amp_dtype '{cfg.train.amp_dtype}' unknown; use one of {', '.join(AMP_DTYPES)}")
     if int(args.data.block_size) <= 0 or float(args.data.duration) <= 0:
         raise ConfigError("data.block_size and data.duration must be positive")
     vocoder = Vocoder(args.vocoder.type, args.vocoder.ckpt, device=dev)
@@ -108,34 +100,48 @@ def prepare(args, *, device: str | None = None) -> TrainState:
     log.info("diffusion model: %d parameters, timesteps %d, k_step_max %d", sum(p.numel() for p in model.parameters()),
              model.timesteps, model.k_step_max)
     optimizer = torch.optim.AdamW(model.parameters())
-
-    expdir = Path(args.env.expdir)
-    global_step, resumed = 0, None
+    state = TrainState(args, dev, model, optimizer, None, vocoder, 0)
+    expdir = Path(cfg.expdir)
+    if expdir.is_dir():
+        remove_interrupted_saves(expdir, ("model_*",))
     latest = latest_checkpoint_path(expdir, "model_*.pt") if expdir.is_dir() else None
     if latest is not None:
-        ckpt = read_checkpoint(latest)
-        _load_for_resume(model, ckpt["model"], latest)
-        global_step = int(ckpt.get("global_step", checkpoint_step(latest) or 0))
-        if ckpt.get("optimizer") is not None:
-            try:
-                optimizer.load_state_dict(ckpt["optimizer"])
-            except (ValueError, KeyError) as e:
-                log.warning("%s: optimizer state not restored (%s); continuing with a fresh optimizer", latest, e)
-        resumed = Path(latest)
-        log.info("resuming from %s (step %d)", latest, global_step)
+        load_resume_point(state, Path(latest))
+        log.info("resuming from %s (step %d)", latest, state.global_step)
+    set_schedule(state, lr_scale=float((state.train_state or {}).get("lr_scale", 1.0)))
+    return state
 
-    lr, gamma, decay = float(args.train.lr), float(args.train.gamma), int(args.train.decay_step)
-    for group in optimizer.param_groups:
-        group["initial_lr"] = lr
-        group["lr"] = lr * gamma ** max((global_step - 2) // decay, 0)
-        group["weight_decay"] = float(args.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=decay, gamma=gamma, last_epoch=global_step - 2)
-    model.to(dev)
-    for st in optimizer.state.values():
+
+def load_resume_point(state: TrainState, path: Path) -> None:
+    """Weights, optimizer (when the file has one), step and our ``train_state`` of ``path``."""
+    ckpt = read_checkpoint(path)
+    _load_for_resume(state.model, ckpt["model"], path)
+    state.global_step = int(ckpt.get("global_step", checkpoint_step(path) or 0))
+    if ckpt.get("optimizer") is not None:
+        try:
+            state.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            log.warning("%s: optimizer state not restored (%s); continuing with a fresh optimizer", path, e)
+    state.model.to(state.device)
+    for st in state.optimizer.state.values():
         for k, v in st.items():
             if torch.is_tensor(v) and k != "step":
-                st[k] = v.to(dev)
-    return TrainState(args, dev, model, optimizer, scheduler, vocoder, global_step, resumed)
+                st[k] = v.to(state.device)
+    state.resumed_from = Path(path)
+    state.train_state = ckpt.get("train_state")
+
+
+def set_schedule(state: TrainState, lr_scale: float = 1.0) -> None:
+    """4.1's StepLR at ``global_step`` (closed form: ``lr · gamma^⌊(step−2)/decay_step⌋``) × ``lr_scale``."""
+    train = state.args.train
+    lr, gamma, decay = float(train.lr) * lr_scale, float(train.gamma), int(train.decay_step)
+    step = state.global_step
+    for group in state.optimizer.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * gamma ** max((step - 2) // decay, 0)
+        group["weight_decay"] = float(train.weight_decay)
+    state.scheduler = torch.optim.lr_scheduler.StepLR(state.optimizer, step_size=decay, gamma=gamma,
+                                                      last_epoch=step - 2)
 
 
 # --- logging and checkpoints ---------------------------------------------------------------------
@@ -184,11 +190,14 @@ class Saver:
             for k, v in clips.items():
                 self.writer.add_audio(k, v.reshape(-1).float().cpu(), step, sample_rate=self.sample_rate)
 
-    def save_model(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, step: int) -> Path:
+    def save_model(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
+                   **extra: Any) -> Path:
+        """``model_<step>.pt``: 4.1's keys, then ``extra`` (our ``config``, ``train_state``)."""
         path = self.expdir / f"model_{step}.pt"
         obj = {"global_step": int(step), "model": model.state_dict()}
         if optimizer is not None:
             obj["optimizer"] = optimizer.state_dict()
+        obj.update(extra)
         atomic_torch_save(obj, path)
         self.log_info(f"model checkpoint saved: {path}")
         return path
@@ -208,17 +217,17 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def train_step(state: TrainState, batch: dict, scaler, amp_dtype: torch.dtype) -> float:
+def train_step(state: TrainState, batch: dict, scaler, precision: Precision) -> float:
     """One optimisation step; returns the loss, or NaN (without updating) for a non-finite loss."""
     model, optimizer = state.model, state.optimizer
     optimizer.zero_grad(set_to_none=True)
     data = _to_device(batch, state.device)
     kwargs = dict(aug_shift=data["aug_shift"], infer=False, k_step=model.k_step_max)
-    if amp_dtype == torch.float32:
+    if not precision.enabled:
         loss = model(data["units"].float(), data["f0"], data["volume"], data["spk_id"],
                      gt_spec=data["mel"].float(), **kwargs)
     else:
-        with torch.autocast(device_type=state.device.type, dtype=amp_dtype):
+        with precision.autocast():
             loss = model(data["units"], data["f0"], data["volume"], data["spk_id"], gt_spec=data["mel"], **kwargs)
     if not torch.isfinite(loss):
         return float("nan")
@@ -292,74 +301,119 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
     validation_losses: list[float] = field(default_factory=list)
     resumed_from: Path | None = None
+    exit_code: int = 0                                   # 130 after SIGINT/SIGTERM (a checkpoint was saved)
+
+
+class DiffusionJob:
+    """The :class:`~training.runner.TrainJob` of diffusion training (``progress.step`` = 4.1's
+    ``global_step`` of the step being run; the first step of a fresh run is 1)."""
+
+    def __init__(self, state: TrainState, saver: Saver, loaders: tuple[Any, Any], precision: Precision,
+                 result: TrainResult) -> None:
+        self.state, self.saver, self.precision, self.result = state, saver, precision, result
+        self.loader_train, self.loader_valid = loaders
+        self.runtime = Runtime(state.device)
+        self.scaler = torch.amp.GradScaler(state.device.type) if precision.use_scaler else None
+        n = max(len(self.loader_train), 1)
+        self.progress = Progress(step=state.global_step + 1, epoch=state.global_step // n)
+        runner.restore_progress_state(self.progress, state.train_state)
+        if self.scaler is not None and (state.train_state or {}).get("scaler"):
+            self.scaler.load_state_dict(state.train_state["scaler"])
+        self.progress.last_save_step = state.global_step
+        self.last_loss = float("nan")
+        self.t_start = time.time()
+        train = state.args.train
+        self.interval_log, self.interval_val = int(train.interval_log), int(train.interval_val)
+        self.force_save, self.save_opt = int(train.interval_force_save), bool(train.save_opt)
+        self.timed_save: int | None = None    # step of this run's last off-cadence save
+
+    def begin_epoch(self) -> Any:
+        return self.loader_train
+
+    def train_step(self, batch: Any) -> StepReport:
+        self.state.global_step = self.progress.step
+        loss = train_step(self.state, batch, self.scaler, self.precision)
+        if math.isnan(loss):
+            self.result.nan_steps += 1
+            return StepReport({"loss": loss}, skipped=True, reason="non-finite loss")
+        self.result.losses.append(loss)
+        self.last_loss = loss
+        return StepReport({"loss": loss})
+
+    def after_step(self, report: StepReport, batch_index: int, n_batches: int) -> None:
+        step, loss = self.progress.step, report.losses["loss"]
+        if step % self.interval_log == 0:
+            lr = self.state.optimizer.param_groups[0]["lr"]
+            self.saver.log_info(f"epoch: {self.progress.epoch} | {batch_index:3d}/{n_batches:3d} | lr: {lr:.6} | "
+                                f"loss: {loss:.3f} | time: {time.time() - self.t_start:.1f}s | step: {step}")
+            if not math.isnan(loss):
+                self.saver.log_value({"train/loss": loss, "train/lr": lr}, step)
+        if step % self.interval_val == 0:
+            val_loss = validate(self.state, self.loader_valid, self.saver, step)
+            self.result.validation_losses.append(val_loss)
+            self.saver.log_info(f"--- <validation> --- loss: {val_loss:.3f}")
+            self.saver.log_value({"validation/loss": val_loss}, step)
+
+    def save(self) -> None:
+        """``model_<step>.pt``, then 4.1's retention: at a validation step the previous validation
+        checkpoint goes unless it is a multiple of ``interval_force_save``."""
+        step = self.progress.step
+        extra = {CONFIG_KEY: self.state.args.to_dict(),
+                 "train_state": runner.progress_state_dict(
+                     self.progress, scaler=self.scaler.state_dict() if self.scaler is not None else None)}
+        self.result.checkpoints.append(self.saver.save_model(
+            self.state.model, self.state.optimizer if self.save_opt else None, step, **extra))
+        if step % self.interval_val == 0:
+            previous = step - self.interval_val
+            if previous % self.force_save != 0:
+                self.saver.delete_model(previous)
+        # a save off the validation cadence (timer) is only kept until the next save of this run
+        if self.timed_save is not None and self.timed_save != step:
+            self.saver.delete_model(self.timed_save)
+        self.timed_save = step if step % self.interval_val and step % self.force_save else None
+
+    def rollback(self) -> bool:
+        latest = latest_checkpoint_path(self.saver.expdir, "model_*.pt")
+        if latest is None:
+            set_schedule(self.state, lr_scale=self.progress.lr_scale)
+            return False
+        load_resume_point(self.state, Path(latest))
+        set_schedule(self.state, lr_scale=self.progress.lr_scale)
+        n = max(len(self.loader_train), 1)
+        self.progress.step = self.state.global_step + 1
+        self.progress.epoch = self.state.global_step // n
+        return True
+
+    def memory_advice(self, where: str) -> str:
+        return (f"out of {where} memory at step {self.progress.step} (batch_size {self.state.args.train.batch_size}). "
+                "Try a smaller train.batch_size, data.duration, train.cache_all_data false or cache_device cpu, "
+                "and amp_dtype bf16 / auto on a GPU.")
 
 
 def train(args, *, device: str | None = None, tensorboard: bool = True, max_steps: int | None = None) -> TrainResult:
     """Train until ``train.epochs`` (or ``max_steps`` optimiser steps in this run)."""
     state = prepare(args, device=device)
+    precision = runner.resolve_precision(str(args.train.amp_dtype), state.device, what="train.amp_dtype")
     loader_train, loader_valid = get_data_loaders(args, n_mels=state.vocoder.dimension)
     saver = Saver(args, tensorboard=tensorboard)
-    amp_dtype = AMP_DTYPES[str(args.train.amp_dtype)]
-    scaler = torch.amp.GradScaler(state.device.type) if amp_dtype == torch.float16 else None
     result = TrainResult(global_step=state.global_step, resumed_from=state.resumed_from)
-    num_batches = len(loader_train)
-    start_epoch = state.global_step // num_batches
-    interval_log, interval_val = int(args.train.interval_log), int(args.train.interval_val)
-    force_save = int(args.train.interval_force_save)
-    save_opt = bool(args.train.save_opt)
-    saver.log_info(f"training on {state.device}: {len(loader_train.dataset)} files, {num_batches} batches per epoch, "
-                   f"epochs {start_epoch}…{int(args.train.epochs)}, step {state.global_step}")
+    job = DiffusionJob(state, saver, (loader_train, loader_valid), precision, result)
+    epochs, n_batches = int(args.train.epochs), len(loader_train)
+    first = job.progress.step
+    plan = runner.RunPlan(
+        last_epoch=epochs - 1, stop_after_step=first + max_steps - 1 if max_steps is not None else None,
+        save_every_steps=int(args.train.interval_val), save_every_minutes=args.train.get("save_every_minutes"),
+        guard=GUARD, bar_losses=("loss",),
+        total_steps=max_steps if max_steps is not None else max(epochs * n_batches - state.global_step, 0) or None)
+    saver.log_info(f"{len(loader_train.dataset)} files, {n_batches} batches per epoch, epochs "
+                   f"{job.progress.epoch}…{epochs}")
+    runner.log_start(job, precision, int(args.train.batch_size),
+                     resumed_step=state.global_step if state.resumed_from else None, what="diffusion training")
     state.model.train()
-    consecutive_nan, last_saved, steps_this_run = 0, None, 0
-    t_start = time.time()
     try:
-        for epoch in range(start_epoch, int(args.train.epochs)):
-            for batch_idx, batch in enumerate(loader_train):
-                state.global_step += 1
-                step = state.global_step
-                loss = train_step(state, batch, scaler, amp_dtype)
-                steps_this_run += 1
-                if math.isnan(loss):
-                    result.nan_steps += 1
-                    consecutive_nan += 1
-                    log.warning("step %d: non-finite loss; step skipped (%d so far)", step, result.nan_steps)
-                    if consecutive_nan >= MAX_CONSECUTIVE_NAN:
-                        raise TrainingError(
-                            f"training diverged: {consecutive_nan} consecutive steps with NaN/inf loss at step {step}. "
-                            "Check the data (NaN in .mel/.vol/.f0 files), lower train.lr, or use amp_dtype fp32")
-                else:
-                    consecutive_nan = 0
-                    result.losses.append(loss)
-                if step % interval_log == 0:
-                    lr = state.optimizer.param_groups[0]["lr"]
-                    saver.log_info(f"epoch: {epoch} | {batch_idx:3d}/{num_batches:3d} | lr: {lr:.6} | loss: {loss:.3f} "
-                                   f"| time: {time.time() - t_start:.1f}s | step: {step}")
-                    if not math.isnan(loss):
-                        saver.log_value({"train/loss": loss, "train/lr": lr}, step)
-                if step % interval_val == 0:
-                    result.checkpoints.append(saver.save_model(state.model, state.optimizer if save_opt else None, step))
-                    last_saved = step
-                    previous = step - interval_val
-                    if previous % force_save != 0:
-                        saver.delete_model(previous)
-                    val_loss = validate(state, loader_valid, saver, step)
-                    result.validation_losses.append(val_loss)
-                    saver.log_info(f"--- <validation> --- loss: {val_loss:.3f}")
-                    saver.log_value({"validation/loss": val_loss}, step)
-                if max_steps is not None and steps_this_run >= max_steps:
-                    break
-            else:
-                continue
-            break
-        if last_saved != state.global_step and steps_this_run > 0:
-            # 4.1 lost everything since the last interval when training ended; keep it.
-            result.checkpoints.append(saver.save_model(state.model, state.optimizer if save_opt else None,
-                                                       state.global_step))
+        code = runner.run(job, plan)
     finally:
         saver.close()
-    result.global_step = state.global_step
-    if result.nan_steps:
-        raise TrainingError(f"{result.nan_steps} of {steps_this_run} training steps had a NaN/inf loss and were skipped "
-                            f"(last checkpoint: {result.checkpoints[-1] if result.checkpoints else 'none'}). "
-                            "Check the data and the learning rate")
+    result.global_step = job.progress.step - 1
+    result.exit_code = code
     return result

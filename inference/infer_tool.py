@@ -74,17 +74,9 @@ def split_list_by_n(seq: Sequence, n: int, pre: int = 0):
 
 
 def _resolve_device(device: Any) -> torch.device:
-    if device is None or device == "" or (isinstance(device, str) and device.lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SvcError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SvcError(f"device {device!r} requested but CUDA is not available here; use -d cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise SvcError(f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
+    from modules.device import resolve_device
+
+    return resolve_device(device)
 
 
 # --- config ↔ checkpoint diagnosis ---------------------------------------------------------------
@@ -273,7 +265,12 @@ class Svc:
                                 reinit_on_mismatch=())
         del ckpt, state
         net.to(self.dev)
-        net.prepare_for_inference(dtype=torch.float16 if self.half else None)
+        # The inference-ready model is a new object; the decoder's residual-block chunking is decided
+        # here from the thread settings the script's runtime profile made (the decoder reads none).
+        from vdecoder.hifigan.models import chunking_pays
+
+        chunk = "auto" if chunking_pays(torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY")) else 0
+        net = net.for_inference(dtype=torch.float16 if self.half else None, mrf_chunk=chunk)
         if spk_mix_enable:
             net.EnableCharacterMix(len(self.spk2id), self.dev)
         self.net_g_ms = net
@@ -346,8 +343,9 @@ class Svc:
         """``[L]`` at the model rate → ``[L16]`` (torchaudio-default sinc, as 4.1)."""
         return sinc_resample(wav[None], self.target_sample, ENCODER_RATE)[0]
 
-    def _units(self, wav: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """Encoder units of ``wav`` (model rate) stretched to ``n_frames`` → ``[C, n_frames]`` float32."""
+    def units(self, wav: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """Encoder units of ``wav [L]`` (model rate) stretched to ``n_frames`` → ``[C, n_frames]`` float32
+        (public for the realtime engine)."""
         c = self.hubert_model.encoder(self._to_16k(wav))
         return repeat_expand_2d(c.squeeze(0).float(), n_frames, self.unit_interpolate_mode)
 
@@ -362,7 +360,7 @@ class Svc:
         uv = torch.FloatTensor(uv).to(self.dev)
         f0 = (f0 * 2 ** (tran / 12)).unsqueeze(0)
         uv = uv.unsqueeze(0)
-        c = self._units(torch.from_numpy(wav).to(self.dev), f0.shape[1])
+        c = self.units(torch.from_numpy(wav).to(self.dev), f0.shape[1])
         if cluster_infer_ratio != 0:
             if self.cluster_model is None:
                 raise SvcError(f"cluster/retrieval ratio {cluster_infer_ratio} requested but no k-means or index file "
@@ -459,31 +457,41 @@ class Svc:
             audio_mel = self.vocoder.extract(audio[None, :], self.target_sample) if self.shallow_diffusion else None
         c, f0, uv = c.float(), f0.float(), uv.float()
         if self.only_diffusion or self.shallow_diffusion:
-            audio = self._diffuse(audio, audio_mel, c, f0, vol, sid, k_step, second_encoding, use_tqdm)
+            audio = self.diffuse(audio, audio_mel, c, f0, vol, sid, k_step, second_encoding, use_tqdm)
         if self.enhancer is not None:
-            audio = self._enhance(audio, f0, options.enhancer_adaptive_key)
+            audio = self.enhance(audio, f0, options.enhancer_adaptive_key)
         if loudness_envelope_adjustment != 1:
             audio = change_rms(wav, self.target_sample, audio, self.target_sample, loudness_envelope_adjustment)
         return audio, audio.shape[-1], n_frames
 
-    def _diffuse(self, audio, audio_mel, c, f0, vol, sid, k_step, second_encoding, use_tqdm):
-        """Shallow diffusion from the SoVITS mel, or diffusion only (spec §8.5)."""
+    def diffuse(self, audio: torch.Tensor, audio_mel: torch.Tensor | None, c: torch.Tensor, f0: torch.Tensor,
+                vol: torch.Tensor | None, sid: torch.Tensor, k_step: int, second_encoding: bool, use_tqdm: bool,
+                *, speedup: int | None = None, method: str | None = None) -> torch.Tensor:
+        """Shallow diffusion from the SoVITS mel, or diffusion only (spec §8.5).
+
+        ``audio [L]`` model rate, ``audio_mel`` its mel (shallow) or None, ``c [1, C, T]``,
+        ``f0 [1, T]`` Hz, ``vol [1, T]`` or None, ``sid [1, 1]`` → ``[L]``. ``speedup`` / ``method``
+        default to the diffusion config's ``infer`` section (public for the realtime engine)."""
+        speedup = self.diffusion_args.infer.speedup if speedup is None else speedup
+        method = self.diffusion_args.infer.method if method is None else method
         if vol is None:
             vol = self.volume_extractor.extract(audio[None, :])[None, :, None].to(self.dev)
         else:
             vol = vol.float()[:, :, None]
         if self.shallow_diffusion and second_encoding:
-            c = self._units(audio, f0.shape[1])[None]
+            c = self.units(audio, f0.shape[1])[None]
         f0 = f0[:, :, None]
         kwargs = dict(spk_id=sid, spk_mix_dict=None, gt_spec=audio_mel, infer=True,
-                      infer_speedup=self.diffusion_args.infer.speedup, method=self.diffusion_args.infer.method,
+                      infer_speedup=speedup, method=method,
                       k_step=k_step)
         if "use_tqdm" in inspect.signature(self.diffusion_model.forward).parameters:
             kwargs["use_tqdm"] = use_tqdm
         mel = self.diffusion_model(c.transpose(-1, -2), f0, vol, **kwargs)
         return self.vocoder.infer(mel, f0).squeeze()
 
-    def _enhance(self, audio, f0, adaptive_key):
+    def enhance(self, audio: torch.Tensor, f0: torch.Tensor, adaptive_key: float) -> torch.Tensor:
+        """NSF-HiFiGAN enhancer post-processing: ``audio [L]`` at the model rate, ``f0 [1, T]`` Hz,
+        ``adaptive_key`` semitones → ``[L']`` at the model rate (public for the realtime engine)."""
         out, sr = self.enhancer.enhance(audio[None, :], self.target_sample, f0[:, :, None], self.hop_size,
                                         adaptive_key=adaptive_key)
         out = out[0] if out.dim() > 1 else out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -18,13 +19,16 @@ from modules import modules as m
 from modules.commons import rand_slice_segments_with_pitch, sequence_mask
 from modules.errors import ConfigError
 from modules.f0 import f0_to_coarse, f0_to_lf0, lf0_to_f0, normalize_f0
+from modules.modules import fold_weight_norm, inference_copy
 from vdecoder.hifigan.models import Generator as NsfHifiganGenerator
+from vdecoder.hifigan.models import MrfChunk
+from vdecoder.hifigan.sources import HarmonicSource
 from vdecoder.hifiganwithsnake.models import Generator as NsfSnakeHifiganGenerator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DECODERS", "F0Decoder", "PosteriorEncoder", "ResidualCouplingBlock", "SynthesizerTrn", "TextEncoder",
-           "TransformerCouplingBlock"]
+__all__ = ["DECODERS", "Embedding", "F0Decoder", "PosteriorEncoder", "ResidualCouplingBlock", "SynthesizerTrn",
+           "TextEncoder", "TransformerCouplingBlock", "sample_prior"]
 
 # vocoder_name → decoder class (constructed as ``cls(h)``); the one table of synthesizer decoders.
 DECODERS: dict[str, Callable[[Mapping], nn.Module]] = {
@@ -138,10 +142,23 @@ class PosteriorEncoder(nn.Module):
         return z, mean, logs, x_mask
 
 
+def sample_prior(mean: torch.Tensor, logs: torch.Tensor, x_mask: torch.Tensor, *, noise: torch.Tensor | None = None,
+                 noise_scale: float = 1.0) -> torch.Tensor:
+    """``z = (m + ε·e^logs·noise_scale)·mask`` for ``m, logs [B, C, T]``, ``x_mask [B, 1, T]``.
+
+    ``noise`` is ε ``[B, C, T]``; without it one ``randn_like(m)`` is drawn (also when
+    ``noise_scale`` is 0, as 4.1). ``noise_scale`` 1 skips the multiplication (same value)."""
+    eps = torch.randn_like(mean) if noise is None else noise
+    scaled = eps * torch.exp(logs)
+    if noise_scale != 1:
+        scaled = scaled * noise_scale
+    return (mean + scaled) * x_mask
+
+
 class TextEncoder(nn.Module):
     """``enc_p``: content features + coarse-pitch embedding → prior (m_p, logs_p) and a sample.
 
-    ``forward(x [B, H, T], x_mask, f0 coarse [B, T] int64, noice_scale)`` →
+    ``forward(x [B, H, T], x_mask, f0 coarse [B, T] int64, noice_scale, sample=True)`` →
     ``(z, m, logs [B, out, T], x_mask)`` with ``z = (m + ε·e^logs·noice_scale)·mask``;
     ε is drawn (``randn_like``) even when ``noice_scale`` is 0, as in 4.1.
     """
@@ -157,12 +174,13 @@ class TextEncoder(nn.Module):
         self.enc_ = attentions.Encoder(hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout)
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor, f0: torch.Tensor | None = None,
-                noice_scale: float = 1):
+                noice_scale: float = 1, *, sample: bool = True):
+        """``sample=False``: no draw, ``z`` is None (the staged inference samples separately)."""
         x = x + self.f0_emb(f0).transpose(1, 2)
         x = self.enc_(x * x_mask, x_mask)
         stats = self.proj(x) * x_mask
         mean, logs = torch.split(stats, self.out_channels, dim=1)
-        z = (mean + torch.randn_like(mean) * torch.exp(logs) * noice_scale) * x_mask
+        z = sample_prior(mean, logs, x_mask, noise_scale=noice_scale) if sample else None
         return z, mean, logs, x_mask
 
 
@@ -193,6 +211,15 @@ class F0Decoder(nn.Module):
         x = self.prenet(x) * x_mask
         x = self.decoder(x * x_mask, x_mask)
         return self.proj(x) * x_mask
+
+
+class Embedding(NamedTuple):
+    """Output of :meth:`SynthesizerTrn.embed`: ``content [B, H, T]``, ``mask [B, 1, T]``,
+    ``speaker [B, gin, 1]`` (or ``[1, gin, T]`` for per-frame speaker mixes)."""
+
+    content: torch.Tensor
+    mask: torch.Tensor
+    speaker: torch.Tensor
 
 
 class SynthesizerTrn(nn.Module):
@@ -348,7 +375,59 @@ class SynthesizerTrn(nn.Module):
         o = self.dec(z_slice, g=g, f0=pitch_slice)
         return o, ids_slice, spec_mask, (z, z_p, m_p, logs_p, m_q, logs_q), pred_lf0, norm_lf0, lf0
 
-    # ------------------------------------------------------------------ inference
+    # ------------------------------------------------------------------ inference stages
+    # infer = embed → (predict_f0) → prior → sample → flow_inverse → decode. The realtime engine
+    # and the ONNX graph call the same stages with their own inputs (given noise, a window of the
+    # decoder, another harmonic source); none of them re-implements a stage.
+    def embed(self, c: torch.Tensor, uv: torch.Tensor, g: torch.Tensor, vol: torch.Tensor | None = None) -> Embedding:
+        """Content + speaker embedding of a whole (unpadded) batch.
+
+        ``c [B, ssl_dim, T]`` units, ``uv [B, T]``, ``g`` speaker ids ``[B, 1]`` (or mix weights, see
+        :meth:`embed_speaker`), ``vol [B, T]`` or None → :class:`Embedding` in the model's dtype."""
+        dtype = self.pre.weight.dtype
+        c = c.to(dtype)
+        if vol is not None:
+            vol = vol.to(dtype)
+        c_lengths = (torch.ones(c.size(0)) * c.size(-1)).to(c.device)
+        speaker = self.embed_speaker(g).to(dtype)
+        x_mask = torch.unsqueeze(sequence_mask(c_lengths, c.size(2)), 1).to(c.dtype)
+        return Embedding(self.embed_content(c, uv, x_mask, vol), x_mask, speaker)
+
+    def predict_f0(self, x: torch.Tensor, f0: torch.Tensor, uv: torch.Tensor, x_mask: torch.Tensor,
+                   g: torch.Tensor) -> torch.Tensor:
+        """The F0 decoder's f0 ``[B, T]`` Hz from content ``x [B, H, T]``, input ``f0 [B, T]`` Hz,
+        ``uv``, mask and speaker ``g`` (``use_automatic_f0_prediction`` models only)."""
+        if not self.use_automatic_f0_prediction:
+            raise ValueError("this model has no F0 decoder (use_automatic_f0_prediction is false)")
+        lf0 = f0_to_lf0(f0.unsqueeze(1))
+        norm_lf0 = normalize_f0(lf0, x_mask, uv, random_scale=False)
+        pred_lf0 = self.f0_decoder(x, norm_lf0.to(x.dtype), x_mask, spk_emb=g).to(f0)
+        return lf0_to_f0(pred_lf0).squeeze(1)
+
+    def prior(self, x: torch.Tensor, x_mask: torch.Tensor, f0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prior ``(m, logs) [B, inter, T]`` from content ``x`` and ``f0 [B, T]`` Hz (no draw)."""
+        _, m, logs, _ = self.enc_p(x, x_mask, f0=f0_to_coarse(f0), sample=False)
+        return m, logs
+
+    @staticmethod
+    def sample(m: torch.Tensor, logs: torch.Tensor, x_mask: torch.Tensor, *, noise: torch.Tensor | None = None,
+               noise_scale: float = 1.0) -> torch.Tensor:
+        """Prior sample ``z_p = (m + ε·e^logs·noise_scale)·mask`` (see :func:`sample_prior`)."""
+        return sample_prior(m, logs, x_mask, noise=noise, noise_scale=noise_scale)
+
+    def flow_inverse(self, z_p: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Inverse flow: prior sample ``[B, inter, T]`` → decoder input ``z`` (same shape)."""
+        return self.flow(z_p, x_mask, g=g, reverse=True)
+
+    def decode(self, z: torch.Tensor, f0: torch.Tensor, g: torch.Tensor,
+               source: HarmonicSource | None = None) -> torch.Tensor:
+        """Decoder: ``z [B, inter, T]``, ``f0 [B, T]`` Hz, speaker ``g`` → audio ``[B, 1, T·hop]``.
+
+        ``source`` is the harmonic-source strategy (:mod:`vdecoder.hifigan.sources`); default the
+        decoder's own (sample rate). Decoding a window ``z[:, :, i:]`` gives the full decode's
+        samples away from its left edge when the source's phase is carried to frame ``i``."""
+        return self.dec(z, g=g, f0=f0, source=source)
+
     @torch.no_grad()
     def infer(self, c: torch.Tensor, f0: torch.Tensor, uv: torch.Tensor, g: torch.Tensor | None = None,
               noice_scale: float = 0.35, seed: int = 52468, predict_f0: bool = False,
@@ -368,44 +447,54 @@ class SynthesizerTrn(nn.Module):
         # 4.1 only seeds CUDA for device "cuda" without index, which never matches a tensor's
         # device, so it always ends up in torch.manual_seed (which seeds every device).
         torch.manual_seed(seed)
-        dtype = self.pre.weight.dtype
-        c = c.to(dtype)
-        if vol is not None:
-            vol = vol.to(dtype)
-        c_lengths = (torch.ones(c.size(0)) * c.size(-1)).to(c.device)
-        g = self.embed_speaker(g).to(dtype)
-        x_mask = torch.unsqueeze(sequence_mask(c_lengths, c.size(2)), 1).to(c.dtype)
-        x = self.embed_content(c, uv, x_mask, vol)
+        x, x_mask, g = self.embed(c, uv, g, vol)
         if self.use_automatic_f0_prediction and predict_f0:
-            lf0 = f0_to_lf0(f0.unsqueeze(1))
-            norm_lf0 = normalize_f0(lf0, x_mask, uv, random_scale=False)
-            pred_lf0 = self.f0_decoder(x, norm_lf0.to(dtype), x_mask, spk_emb=g).to(f0)
-            f0 = lf0_to_f0(pred_lf0).squeeze(1)
-        z_p, _, _, c_mask = self.enc_p(x, x_mask, f0=f0_to_coarse(f0), noice_scale=noice_scale)
-        z = self.flow(z_p, c_mask, g=g, reverse=True)
-        o = self.dec(z * c_mask, g=g, f0=f0)
+            f0 = self.predict_f0(x, f0, uv, x_mask, g)
+        m_p, logs_p = self.prior(x, x_mask, f0)
+        z_p = self.sample(m_p, logs_p, x_mask, noise_scale=noice_scale)
+        z = self.flow_inverse(z_p, x_mask, g)
+        o = self.decode(z * x_mask, f0, g)
         return o.float(), f0
 
-    def prepare_for_inference(self, *, dtype: torch.dtype | None = None, conv2d: bool = True) -> SynthesizerTrn:
-        """Make this model inference-only, once, after loading: eval mode, no gradients, drop
-        ``enc_q`` (training only), fold weight norm into plain weights (each weight is then
-        computed once instead of on every call), run the decoder's convolutions in the faster
-        channels-last 2-D layout (``conv2d``), optionally cast to ``dtype`` (float16/bfloat16 are
-        GPU options). The output is unchanged up to float rounding. Returns ``self``; its state
-        dict no longer matches 4.1 files, so save the loaded checkpoint, not a prepared model.
+    @property
+    def inference_ready(self) -> bool:
+        """True for objects made by :meth:`for_inference` (no ``enc_q``, folded weights)."""
+        return getattr(self, "_inference_ready", False)
+
+    def for_inference(self, *, dtype: torch.dtype | None = None, conv2d: bool = True,
+                      mrf_chunk: MrfChunk = 0) -> SynthesizerTrn:
+        """A new inference-ready synthesizer made from this (loaded) one, which stays unchanged.
+
+        The new object: eval mode, no gradients, no ``enc_q`` (training only), weight norm folded
+        into plain weights (each computed once instead of on every call), a decoder made by
+        :meth:`vdecoder.hifigan.models.Generator.for_inference` with ``conv2d`` (channels-last 2-D
+        layout) and ``mrf_chunk`` (0 off, "auto" where
+        :func:`vdecoder.hifigan.models.chunking_pays`), cast to ``dtype`` if given (float16/bfloat16
+        are GPU options). Output equals this model's up to float rounding. Unchanged tensors are
+        shared, not copied. Its state dict no longer matches 4.1 files (save the loaded model).
         """
-        self.eval()
-        self.requires_grad_(False)
-        if getattr(self, "enc_q", None) is not None:
-            del self.enc_q
-        m.fold_weight_norm(self)
-        self.dec.prepare_for_inference(conv2d=conv2d)
+        if dtype is not None and dtype != torch.float32 and self.pre.weight.device.type == "cpu":
+            raise ValueError(
+                f"{dtype} inference is a GPU option; on CPU the synthesizer runs in float32 "
+                "(leave dtype unset or move the model to a GPU first)"
+            )
+        dec = self.dec.for_inference(conv2d=conv2d, mrf_chunk=mrf_chunk)
+        replace = {self.dec: dec}
+        enc_q = getattr(self, "enc_q", None)
+        if enc_q is not None:
+            replace[enc_q] = nn.Identity()  # placeholder, deleted below: enc_q is not walked or copied
+        net = inference_copy(self, replace)
+        if enc_q is not None:
+            del net.enc_q
+        net.eval()
+        fold_weight_norm(net)
         if dtype is not None and dtype != torch.float32:
-            device = self.pre.weight.device
-            if device.type == "cpu":
-                raise ValueError(
-                    f"{dtype} inference is a GPU option; on CPU the synthesizer runs in float32 "
-                    "(leave dtype unset or move the model to a GPU first)"
-                )
-            self.to(dtype)
-        return self
+            net.to(dtype)
+        net._inference_ready = True
+        return net
+
+    def prepare_for_inference(self, *, dtype: torch.dtype | None = None, conv2d: bool = True,
+                              mrf_chunk: MrfChunk = 0) -> SynthesizerTrn:
+        """Earlier name of :meth:`for_inference`; returns the new object (this model is no longer
+        changed in place: use the returned one)."""
+        return self.for_inference(dtype=dtype, conv2d=conv2d, mrf_chunk=mrf_chunk)

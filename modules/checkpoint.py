@@ -17,6 +17,7 @@ SoVITS checkpoints (``G_*.pth`` / ``D_*.pth``) keep the 4.1 layout (spec §7.1):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -26,10 +27,16 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as _np
 import torch
 
 from modules.errors import CheckpointError, UnsafeFileError
 from modules.io_utils import atomic_path
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _np_multiarray
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
 
 log = logging.getLogger(__name__)
 
@@ -97,26 +104,158 @@ def torch_load(
 class RestrictedUnpickler(pickle.Unpickler):
     """A :class:`pickle.Unpickler` that resolves only the globals in ``allowed``.
 
-    Used for plain (non-zip) legacy pickles such as 4.1's ``feature_and_index.pkl``. ``allowed``
-    maps ``"module.name"`` to the object to return for it (usually a stand-in class).
+    Used for plain (non-zip) legacy pickles such as 4.1's ``feature_and_index.pkl`` and numpy
+    object arrays. ``allowed`` maps ``"module.name"`` to the object to return for it (usually a
+    stand-in class or a checking function). ``resolve(module, name)``, when given, is asked first
+    for names that follow a pattern (faiss's CPU-specific module names) and returns None to refuse.
+    ``refusal`` ends the refusal message (what such a file should contain instead).
     """
 
-    def __init__(self, file: io.BufferedIOBase, allowed: Mapping[str, Any], source: str = "file") -> None:
+    def __init__(self, file: io.BufferedIOBase, allowed: Mapping[str, Any], source: str = "file", *,
+                 resolve: Callable[[str, str], Any] | None = None, refusal: str = "which is not on the allow-list") -> None:
         super().__init__(file)
         self._allowed = dict(allowed)
         self._source = source
+        self._resolve = resolve
+        self._refusal = refusal
 
     def find_class(self, module: str, name: str) -> Any:
+        if self._resolve is not None:
+            found = self._resolve(module, name)
+            if found is not None:
+                return found
         full = f"{module}.{name}"
         if full in self._allowed:
             return self._allowed[full]
         raise UnsafeFileError(
-            f"{self._source}: refused to load: the pickle references '{full}', which is not on the "
-            "allow-list. Nothing from the file was executed."
+            f"{self._source}: refused to load: the pickle references '{full}', {self._refusal}. "
+            "Nothing from the file was executed. If this file came from a source you do not trust, delete it."
         )
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeFileError(f"{self._source}: refused to load: unexpected persistent id in pickle")
+
+
+# --- allow-lists of legacy pickles --------------------------------------------------------------
+# numpy pickles arrays under numpy.core.* (1.x) or numpy._core.* (2.x); both spellings are listed.
+_NP_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
+np_reconstruct = _np_multiarray._reconstruct  # numpy's array rebuilder (what array pickles name)
+
+
+def numpy_object_array_globals() -> dict[str, Any]:
+    """Globals a numpy object-array ``.npy`` (4.1's ``.aug_mel.npy`` etc.) may name: array, dtype
+    and scalar rebuilders only."""
+    allowed: dict[str, Any] = {"numpy.ndarray": _np.ndarray, "numpy.dtype": _np.dtype}
+    for mod in _NP_MODULES:
+        allowed[f"{mod}._reconstruct"] = _np_multiarray._reconstruct
+        allowed[f"{mod}.scalar"] = _np_multiarray.scalar
+    return allowed
+
+
+# kmeans_*.pt (torch zip): only the array rebuilders and the float dtypes centres can have.
+KMEANS_NUMPY_GLOBALS: dict[str, Any] = {
+    **{f"{mod}._reconstruct": _np_multiarray._reconstruct for mod in _NP_MODULES},
+    "numpy.ndarray": _np.ndarray,
+    "numpy.dtype": _np.dtype,
+    "numpy.dtypes.Float32DType": type(_np.dtype(_np.float32)),
+    "numpy.dtypes.Float64DType": type(_np.dtype(_np.float64)),
+}
+
+
+class FaissIndexState:
+    """Inert stand-in for a pickled faiss index: keeps the serialized bytes, runs nothing.
+
+    The unpickler creates it with ``cls.__new__`` (NEWOBJ) or ``cls()``, then hands the pickled
+    state to :meth:`__setstate__`; the faiss class name is the stand-in subclass's name.
+    """
+
+    data: bytes | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
+            state = state[0]  # copyreg protocol-0/1 form (dict, slots)
+        if not isinstance(state, dict) or set(state) != {"this"} or not isinstance(state["this"], (bytes, bytearray)):
+            raise UnsafeFileError(
+                "a pickled faiss index does not have the expected state {'this': <bytes>}; refused"
+            )
+        self.data = bytes(state["this"])
+
+    def __reduce__(self):  # never let the stand-in be pickled back out by accident
+        raise TypeError("FaissIndexState cannot be pickled")
+
+
+_FAISS_STAND_INS: dict[str, type] = {}
+# faiss's SWIG module is named after the CPU build: faiss.swigfaiss, faiss.swigfaiss_avx2,
+# faiss.swigfaiss_avx512, ... (and faiss._swigfaiss in some builds). Only Index* class names.
+_FAISS_MODULE_RE = re.compile(r"faiss\._?swigfaiss\w*")
+_FAISS_CLASS_RE = re.compile(r"Index\w*")
+
+
+def faiss_stand_in(module: str, name: str) -> type | None:
+    """The inert :class:`FaissIndexState` subclass for a faiss ``Index*`` class, or None."""
+    if not (_FAISS_MODULE_RE.fullmatch(module) and _FAISS_CLASS_RE.fullmatch(name)):
+        return None
+    cls = _FAISS_STAND_INS.get(name)
+    if cls is None:
+        cls = type(name, (FaissIndexState,), {})
+        _FAISS_STAND_INS[name] = cls
+    return cls
+
+
+class _NdarrayRef:
+    """Stands for ``numpy.ndarray`` in a pickle; only :func:`_safe_reconstruct` accepts it."""
+
+
+class _ObjectRef:
+    """Stands for ``builtins.object`` (protocol 0/1 pickles); only :func:`_safe_copyreg_reconstructor` accepts it."""
+
+
+def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    if subtype is not _NdarrayRef:
+        raise UnsafeFileError("numpy array rebuild for a type other than numpy.ndarray; refused")
+    return _np_multiarray._reconstruct(_np.ndarray, shape, dtype)
+
+
+def _safe_dtype(spec: Any, align: Any = False, copy: Any = False) -> Any:
+    if not isinstance(spec, str):
+        raise UnsafeFileError(f"numpy dtype from {type(spec).__name__}; refused")
+    dt = _np.dtype(spec)
+    if dt.kind not in "biuf":
+        raise UnsafeFileError(f"numpy dtype '{spec}' is not a plain number type; refused")
+    return _np.dtype(spec, bool(align), bool(copy))
+
+
+def _safe_codecs_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    # Protocol 0-2 pickles store bytes as _codecs.encode(<latin-1 str>, "latin1").
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise UnsafeFileError("unexpected use of _codecs.encode in pickle; refused")
+    return text.encode("latin1")
+
+
+def _safe_copyreg_reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    # Protocol 0/1 pickles build objects as copyreg._reconstructor(cls, object, None).
+    if not (isinstance(cls, type) and issubclass(cls, FaissIndexState)) or base is not _ObjectRef or state is not None:
+        raise UnsafeFileError("copyreg._reconstructor used for something other than a faiss index; refused")
+    return cls()
+
+
+# feature_and_index.pkl: plain containers, ints, bytes, numeric numpy arrays and faiss stand-ins.
+FEATURE_INDEX_GLOBALS: dict[str, Any] = {
+    **{f"{mod}._reconstruct": _safe_reconstruct for mod in _NP_MODULES},
+    "numpy.ndarray": _NdarrayRef,
+    "numpy.dtype": _safe_dtype,
+    "_codecs.encode": _safe_codecs_encode,
+    "copyreg._reconstructor": _safe_copyreg_reconstructor,
+    "copy_reg._reconstructor": _safe_copyreg_reconstructor,
+    "builtins.object": _ObjectRef,
+    "__builtin__.object": _ObjectRef,
+}
+
+
+def feature_index_unpickler(file: Any, source: str) -> RestrictedUnpickler:
+    """The allow-list unpickler for 4.1's ``feature_and_index.pkl`` ({speaker id: faiss index})."""
+    return RestrictedUnpickler(file, FEATURE_INDEX_GLOBALS, source, resolve=faiss_stand_in,
+                               refusal="which a feature index never contains")
 
 
 def restricted_pickle_load(path: str | os.PathLike, allowed: Mapping[str, Any], what: str = "file") -> Any:
@@ -315,3 +454,37 @@ def clean_checkpoints(path_to_models: str | os.PathLike = "logs/44k/", n_ckpts_t
             except FileNotFoundError:
                 pass
     return deleted
+
+
+# --- self-describing checkpoints ----------------------------------------------------------------
+CONFIG_KEY = "config"  # extra key of our G_/D_/model_ files: the full config the model was trained with
+
+
+def config_from_checkpoint(path: str | os.PathLike) -> dict | None:
+    """The config stored in a checkpoint written by this project (``G_*.pth``, ``D_*.pth``,
+    diffusion ``model_*.pt``; speaker map included as ``spk``), or None for a 4.1 file without one.
+
+    Only the small ``config`` entry is read; the tensors are memory-mapped, not loaded. A side
+    ``config.json`` given by the user still wins over this (callers decide).
+    """
+    ckpt = torch_load(path, what="model file", mmap=zipfile.is_zipfile(path))
+    if not isinstance(ckpt, dict):
+        return None
+    config = ckpt.get(CONFIG_KEY)
+    return dict(config) if isinstance(config, Mapping) else None
+
+
+def remove_interrupted_saves(dir_path: str | os.PathLike, names: Iterable[str] = ("G_*", "D_*", "model_*")) -> list[Path]:
+    """Delete temporaries that a killed save left (``.<name>.<random>.tmp.<suffix>``, see
+    :func:`modules.io_utils.atomic_path`) for checkpoints matching ``names``. Call it only while no
+    other process saves into ``dir_path`` (at the start of training). Returns what was deleted."""
+    removed = []
+    for pattern in names:
+        for p in Path(dir_path).glob(f".{pattern}.*.tmp.*"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    if removed:
+        log.warning("%s: removed %d partial file(s) of interrupted saves: %s", dir_path, len(removed),
+                    ", ".join(p.name for p in removed))
+    return removed

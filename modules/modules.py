@@ -9,7 +9,8 @@ interchangeable with 4.1 in both directions.  Parameter order per layer stays bi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,32 @@ def remove_weight_norm(module: nn.Module) -> nn.Module:
     if has_weight_norm(module):
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return module
+
+
+def inference_copy(root: nn.Module, replace: Mapping[nn.Module, nn.Module] | None = None) -> nn.Module:
+    """A copy of ``root`` for building an inference-ready model, leaving ``root`` unchanged.
+
+    Module objects are new; tensors are not copied: each parameter becomes a new, gradient-free
+    ``Parameter`` on the same storage, buffers are shared. The copy may then be folded, converted
+    to the 2-D layout or cast (all of which make new tensors), but must not be changed in place
+    numerically (no ``.data.mul_()``), which would show through to ``root``. ``replace`` maps
+    submodules of ``root`` to the objects the copy holds instead (not walked, not copied).
+    """
+    memo: dict[int, object] = {id(old): new for old, new in (replace or {}).items()}
+    for p in root.parameters():
+        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=False)
+    for b in root.buffers():
+        memo[id(b)] = b
+    replica = copy.deepcopy(root, memo)
+    for m in replica.modules():
+        if parametrize.is_parametrized(m):
+            # A parametrized module's class is made per module by torch and holds the ``weight``
+            # property; removing the parametrization deletes that property from the class, so the
+            # copy needs a class of its own or folding it would break the original.
+            cls = type(m)
+            m.__class__ = type(cls.__name__, cls.__bases__,
+                               {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")})
+    return replica
 
 
 def fold_weight_norm(root: nn.Module) -> nn.Module:

@@ -132,7 +132,7 @@ def load_synthesizer(model_path: str | os.PathLike, config_path: str | os.PathLi
         raise ConfigError(f"{config_path}: the model section does not fit SynthesizerTrn ({e})") from None
     load_checkpoint(model_path, net, skip_optimizer=True, allow_missing=("enc_q",), reinit_on_mismatch=())
     net.float()
-    net.prepare_for_inference(conv2d=False)  # eval, no grad, drops enc_q, folds weight norm
+    net = net.for_inference(conv2d=False)  # eval, no grad, no enc_q, folded weight norm (a new object)
     return net, hps
 
 

@@ -208,20 +208,6 @@ def save_aug_mel(path: str | os.PathLike, mel: np.ndarray, keyshift: float) -> N
 
 
 # --- readers (safe; used by training too) -------------------------------------------------------
-def _numpy_pickle_allow_list() -> dict[str, Any]:
-    """Globals a numpy object-array pickle may name: array/dtype/scalar rebuilders only."""
-    try:
-        from numpy._core import multiarray as ma  # numpy ≥ 2
-    except ImportError:  # numpy 1.26
-        from numpy.core import multiarray as ma
-
-    allowed: dict[str, Any] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):  # numpy 1.x / 2.x spellings
-        allowed[f"{mod}._reconstruct"] = ma._reconstruct
-        allowed[f"{mod}.scalar"] = ma.scalar
-    return allowed
-
-
 def _artifact_error(path: Path, problem: str) -> DatasetError:
     return DatasetError(f"{path}: {problem}. Delete it and run preprocess_hubert_f0.py again to rebuild it")
 
@@ -231,7 +217,7 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
 
     Plain numeric arrays are read with ``allow_pickle=False``.
     """
-    from modules.checkpoint import RestrictedUnpickler
+    from modules.checkpoint import RestrictedUnpickler, numpy_object_array_globals
     from modules.errors import UnsafeFileError
 
     path = Path(path)
@@ -247,7 +233,7 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
             if not dtype.hasobject:
                 f.seek(0)
                 return np.load(f, allow_pickle=False)
-            arr = RestrictedUnpickler(f, _numpy_pickle_allow_list(), source=str(path)).load()
+            arr = RestrictedUnpickler(f, numpy_object_array_globals(), source=str(path)).load()
     except UnsafeFileError:
         raise
     except (ValueError, OSError, EOFError, TypeError, AttributeError, IndexError, KeyError) as e:

@@ -51,7 +51,8 @@ def test_trains_with_falling_loss_and_resumes(tmp_path, dataset):
     # 4.1's retention: model_20 is replaced by model_40 (20 is not a multiple of interval_force_save)
     assert sorted(p.name for p in exp.glob("model_*.pt")) == ["model_40.pt"]
     ckpt = torch.load(exp / "model_40.pt", weights_only=True)
-    assert set(ckpt) == {"global_step", "model", "optimizer"} and ckpt["global_step"] == 40
+    assert set(ckpt) == {"global_step", "model", "optimizer", "config", "train_state"} and ckpt["global_step"] == 40
+    assert ckpt["config"]["spk"] == {"spk0": 0, "spk1": 1} and ckpt["train_state"]["step"] == 40
     assert "decoder.denoise_fn.residual_layers.1.dilated_conv.weight" in ckpt["model"]
     assert "spk_embed.weight" in ckpt["model"] and "aug_shift_embed.weight" in ckpt["model"]
     assert (exp / "config.yaml").is_file() and "model checkpoint saved" in (exp / "log_info.txt").read_text()
@@ -95,7 +96,10 @@ def test_cli_trains_on_cpu_and_reports_bad_input(tmp_path, dataset, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
-def test_nan_loss_is_skipped_counted_and_fails_the_run(tmp_path, dataset, monkeypatch, capsys):
+def test_nan_loss_is_skipped_then_rolled_back_then_fails_the_run(tmp_path, dataset, monkeypatch, capsys, caplog):
+    import logging
+
+    import diffusion.solver as solver
     import train_diff
     from diffusion.diffusion import GaussianDiffusion
     from modules.cli import run_main
@@ -111,15 +115,30 @@ def test_nan_loss_is_skipped_counted_and_fails_the_run(tmp_path, dataset, monkey
     monkeypatch.setattr(GaussianDiffusion, "training_loss", sometimes_nan)
     cfg = _config(tmp_path, dataset, train__epochs=4, train__interval_val=1000)
     _seed()
-    assert run_main(train_diff.main, ["-c", str(cfg)]) == 2
-    err = capsys.readouterr().err
-    assert "1 of 4 training steps had a NaN/inf loss" in err
+    caplog.set_level(logging.WARNING)
+    assert run_main(train_diff.main, ["-c", str(cfg)]) == 0  # one bad step: skipped, counted, warned
+    assert "step 2: non-finite loss; update skipped (1 skipped so far)" in caplog.text
+    assert "1 update(s) were skipped" in caplog.text
     assert (tmp_path / "exp" / "model_4.pt").is_file()  # the good steps are kept
 
-    monkeypatch.setattr(GaussianDiffusion, "training_loss", lambda self, g, c: real(self, g, c) * float("nan"))
-    cfg = _config(tmp_path, dataset, train__epochs=100, train__interval_val=1000, env__expdir=str(tmp_path / "exp2"))
+    # a NaN streak: roll back to model_2 with half the rate, then give up after the allowed rollbacks
+    monkeypatch.setattr(solver, "GUARD", solver.GuardPolicy(max_consecutive_bad=2, max_rollbacks=1))
+    calls["n"] = 0
+
+    def nan_from_step_3(self, gt_spec, cond):
+        calls["n"] += 1
+        loss = real(self, gt_spec, cond)
+        return loss * float("nan") if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(GaussianDiffusion, "training_loss", nan_from_step_3)
+    caplog.clear()
+    cfg = _config(tmp_path, dataset, train__epochs=100, train__interval_val=2, env__expdir=str(tmp_path / "exp2"))
     assert run_main(train_diff.main, ["-c", str(cfg)]) == 2
-    assert "training diverged: 20 consecutive steps" in capsys.readouterr().err
+    assert "steps 3–4 had NaN/inf losses or gradients: rollback 1 of 1, going back to step 2's checkpoint" in caplog.text
+    err = capsys.readouterr().err
+    assert "training diverged: steps 3–4 all had NaN/inf" in err and "0.5× the configured one" in err
+    assert "amp_dtype fp32" in err
+    assert sorted(p.name for p in (tmp_path / "exp2").glob("model_*.pt")) == ["model_2.pt"]
 
 
 def test_bad_dataset_files_are_named(tmp_path, dataset):

@@ -83,12 +83,16 @@ def _settings(**kw) -> RealtimeSettings:
     return RealtimeSettings(**{**base, **kw})
 
 
-def _offline_like(conv, svc, y: np.ndarray, f0p: str = "pm") -> np.ndarray:
-    """Offline conversion of the whole array on the decoder's frame-rate sine path, with the
-    sine phases the realtime engine ``conv`` gives frame 0 (the decoder is still on its path)."""
+def _offline_like(conv, svc, y: np.ndarray, monkeypatch, f0p: str = "pm") -> np.ndarray:
+    """Offline conversion of the whole array with the realtime engine's harmonic source: 4.1's
+    frame-rate formula with the sine phases the engine ``conv`` gives frame 0."""
+    from vdecoder.hifigan.sources import FrameRateSource
+
     phase = conv.engine._phase
-    phase.offset = torch.from_numpy(phase.initial / phase.upp).float()
-    return svc.infer("alto", 0, y, f0_predictor=f0p, noice_scale=0.0)[0].numpy()
+    offset = torch.from_numpy(phase.initial / phase.upp).float()
+    with monkeypatch.context() as mp:
+        mp.setattr(svc.net_g_ms.dec, "default_source", lambda: FrameRateSource(offset))
+        return svc.infer("alto", 0, y, f0_predictor=f0p, noice_scale=0.0)[0].numpy()
 
 
 # --- block DSP, latency, resampling (no models) ----------------------------------------------------
@@ -198,13 +202,13 @@ def test_file_mode_cli_keeps_length_and_rate(tiny, tmp_path):
     assert run_main(main, ["--input", str(tmp_path / "in44.wav"), "--settings", none]) == 2
 
 
-def test_realtime_matches_offline_conversion_across_block_joins(svc):
+def test_realtime_matches_offline_conversion_across_block_joins(svc, monkeypatch):
     y = steady_tone(2.0)
     conv = RealtimeConverter(svc, _settings(noise_scale=0.0))
     try:
         assert conv.latency_seconds == pytest.approx((17 * HOP + 1764 + 441 + 882) / SR)
         out = stream_array(conv, y)
-        off = _offline_like(conv, svc, y)
+        off = _offline_like(conv, svc, y, monkeypatch)
     finally:
         conv.close()
     assert out.shape == y.shape
@@ -241,7 +245,7 @@ def test_block_joins_have_no_steps_with_noise(svc):
     assert len(conv.engine.sola_offsets) == -(-len(out) // B) and set(conv.engine.sola_offsets) == {0}
 
 
-def test_synthesis_follows_synthesizer_infer(svc):
+def test_synthesis_follows_synthesizer_infer(svc, monkeypatch):
     """The engine's step-by-step synthesis = SynthesizerTrn.infer on the same buffer (noise 0)."""
     y = voice(1.5, SR, 240.0, seed=2)
     for auto in (False, True):
@@ -254,11 +258,14 @@ def test_synthesis_follows_synthesizer_infer(svc):
                 vol = svc.volume_extractor.extract(torch.from_numpy(eng.buffer)[None])
                 eng._phase.reset()  # the whole buffer is an earlier window than the last block's
                 ours = eng._synthesize(0, eng.f0.copy(), vol)  # d0 = 0: decode the whole buffer
+                # infer with the engine's source (phase at the buffer start), else the same stages
+                monkeypatch.setattr(svc.net_g_ms.dec, "default_source", eng._phase.source)
                 ref, _ = svc.net_g_ms.infer(eng.units[None], torch.from_numpy(eng.f0)[None],
                                             torch.from_numpy(eng.uv)[None], g=torch.LongTensor([[eng.sid]]),
                                             noice_scale=0.0, predict_f0=auto)
             np.testing.assert_allclose(ours.numpy(), ref[0, 0].numpy(), atol=2e-5)
         finally:
+            monkeypatch.undo()
             eng.close()
 
 
@@ -274,21 +281,24 @@ def test_decoder_window_equals_full_decode(svc):
         f0 = 120 + 200 * torch.rand(1, T, generator=gen)
         g = net.embed_speaker(torch.LongTensor([[0]]))
         phase = eng._phase
+        from vdecoder.hifigan.sources import FrameRateSource, SampleRateSource
+
         with torch.inference_mode():
             phase.reset()
             phase.start(0, f0[0].numpy())
-            full = dec(z, g=g, f0=f0)[0, 0]
+            full = net.decode(z, f0, g, source=phase.source())[0, 0]
             phase.start(d0, f0[0, d0:].numpy())
-            tail = dec(z[:, :, d0:], g=g, f0=f0[:, d0:])[0, 0]
+            tail = net.decode(z[:, :, d0:], f0[:, d0:], g, source=phase.source())[0, 0]
             m = eng.margin_frames * HOP
             np.testing.assert_allclose(tail[m:].numpy(), full[d0 * HOP + m:].numpy(), atol=1e-4 * full.abs().max())
             # without the carried phase the same window differs: the check above can fail
-            phase.offset = torch.rand(phase.dim, generator=gen) / phase.upp
-            wrong = dec(z[:, :, d0:], g=g, f0=f0[:, d0:])[0, 0]
+            wrong_source = FrameRateSource(torch.rand(phase.dim, generator=gen) / phase.upp)
+            wrong = net.decode(z[:, :, d0:], f0[:, d0:], g, source=wrong_source)[0, 0]
             assert (wrong[m:] - full[d0 * HOP + m:]).abs().max() > 1e-2 * full.abs().max()
     finally:
         eng.close()
-    assert not net.dec.onnx and net.dec.m_source.l_sin_gen.phase_offset is None
+    # the engine changed nothing of the Svc's model: its decoder still runs the offline source
+    assert not dec.onnx and isinstance(dec.default_source(), SampleRateSource)
 
 
 def test_silence_is_gated_and_not_synthesised(svc):

@@ -81,7 +81,7 @@ def test_switch_trains_and_infers(name):
     _train_pass(net, vol=vol)
     audio, _ = _infer(net, vol=vol, noice_scale=0.4, predict_f0=True)
     # The prepared model (folded weight norm, channels-last decoder) gives the same audio.
-    net.prepare_for_inference()
+    net = net.prepare_for_inference()
     again, _ = _infer(net, vol=vol, noice_scale=0.4, predict_f0=True)
     assert rel_err(again, audio) < 1e-5
 
@@ -264,17 +264,20 @@ def test_chunked_residual_blocks_equal_unchunked(resblock):
     """Inference runs the residual blocks in chunks with a halo of their receptive radius; a
     too-small halo would change samples near every chunk border."""
     dil = [[1, 3, 5]] * 3 if resblock == "1" else [[1, 3]] * 3
-    net = build_mini(resblock=resblock, resblock_dilation_sizes=dil).prepare_for_inference()
+    source = build_mini(resblock=resblock, resblock_dilation_sizes=dil)
     with torch.no_grad():  # 4.1's N(0, 0.01) init makes the blocks nearly the identity
-        for name, w in net.dec.resblocks.named_buffers():  # prepared convs hold buffers
-            if name.endswith("weight"):
+        for name, w in source.dec.resblocks.named_parameters():
+            if name.endswith("original1"):  # weight norm's direction v
                 w.normal_(0, 0.3)
-    net.dec.mrf_chunk = 0
+    net = source.for_inference(mrf_chunk=0)
     ref, _ = _infer(net, noice_scale=0.4)
-    net.dec.mrf_chunk = 97  # many odd-sized chunks per stage
-    chunked, _ = _infer(net, noice_scale=0.4)
+    chunked_net = source.for_inference(mrf_chunk=97)  # many odd-sized chunks per stage
+    assert (net.dec.mrf_chunk, chunked_net.dec.mrf_chunk) == (0, 97)
+    chunked, _ = _infer(chunked_net, noice_scale=0.4)
     assert rel_err(chunked, ref) < 1e-6
     assert net.dec._mrf_halo == (60 if resblock == "1" else 5 * (1 + 3))
+    with pytest.raises(ValueError, match="mrf_chunk"):
+        source.for_inference(mrf_chunk=-1)
 
 
 def test_default_config_has_the_4_1_tensor_counts():

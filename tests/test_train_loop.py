@@ -48,7 +48,10 @@ def test_training_lowers_mel_loss_and_writes_41_checkpoints(tiny_run, caplog):
     assert "step 16" in (model_dir / "train.log").read_text()
 
     ckpt = torch_load(model_dir / "G_16.pth")
-    assert set(ckpt) == {"model", "iteration", "optimizer", "learning_rate", "step"}
+    # 4.1's four keys, plus ours: step, config (with the speaker map) and the runner's train_state
+    assert set(ckpt) == {"model", "iteration", "optimizer", "learning_rate", "step", "config", "train_state"}
+    assert ckpt["config"]["spk"] == {"spk0": 0, "spk1": 1} and ckpt["config"]["model"]["n_speakers"] == 2
+    assert ckpt["train_state"]["step"] == 16 and ckpt["train_state"]["lr_scale"] == 1.0
     assert ckpt["step"] == 16 and ckpt["iteration"] == 17  # iteration holds the epoch (4.1)
     assert ckpt["learning_rate"] == pytest.approx(2e-3)  # 4.1 stores the configured base rate
     assert not any(k.startswith("module.") for k in ckpt["model"])
@@ -142,22 +145,56 @@ def test_nan_steps_are_skipped_and_counted(tiny_run, monkeypatch, caplog):
     assert {float(s["step"]) for s in d4["optimizer"]["state"].values()} == {5.0}
 
 
-def test_persistent_nan_stops_with_an_error(tiny_run, monkeypatch, capsys):
-    cfg = write_config(tiny_run, eval_interval=100)
+def test_nan_run_rolls_back_with_a_lower_lr_and_goes_on(tiny_run, monkeypatch, caplog):
+    cfg = write_config(tiny_run, log_interval=1, eval_interval=2)
     real = loop.generator_step_losses
+    calls = {"n": 0}
 
-    def always_nan(net_d, out, hps):
+    def nan_at_steps_3_and_4(net_d, out, hps):
         losses = real(net_d, out, hps)
-        losses["loss_gen_all"] = losses["loss_gen_all"] * float("inf")
+        calls["n"] += 1
+        if calls["n"] in (4, 5):
+            losses["loss_gen_all"] = losses["loss_gen_all"] * float("nan")
         return losses
 
-    monkeypatch.setattr(loop, "generator_step_losses", always_nan)
-    monkeypatch.setattr(loop, "MAX_CONSECUTIVE_BAD_STEPS", 3)
-    assert run_train("-c", str(cfg), "-m", "44k", "--max_steps", "20") == 2
+    monkeypatch.setattr(loop, "generator_step_losses", nan_at_steps_3_and_4)
+    monkeypatch.setattr(loop, "GUARD", loop.GuardPolicy(max_consecutive_bad=2, max_rollbacks=2, lr_factor=0.5))
+    caplog.set_level(logging.INFO)
+    assert run_train("-c", str(cfg), "-m", "44k", "--max_steps", "6") == 0
+    assert "steps 3–4 had NaN/inf losses or gradients: rollback 1 of 2, going back to step 2's checkpoint" in caplog.text
+    assert "learning rate × 0.5" in caplog.text
+    g6 = torch_load(tiny_run / "logs/44k/G_6.pth")
+    assert g6["train_state"]["lr_scale"] == 0.5 and g6["train_state"]["rollbacks"] == 1
+    # after the rollback steps 3..6 ran again from G_2's weights and optimizer, at half the rate
+    lr = read_scalars(tiny_run / "logs/44k", "learning_rate")
+    assert lr[2] == pytest.approx(2e-3 * 0.999875**2) and lr[6] == pytest.approx(0.5 * 2e-3 * 0.999875**5)
+    assert {float(s["step"]) for s in g6["optimizer"]["state"].values()} == {7.0}  # 0..2, then 3..6
+
+
+def test_persistent_nan_stops_after_the_rollbacks_with_exit_2(tiny_run, monkeypatch, capsys, caplog):
+    cfg = write_config(tiny_run, eval_interval=2)
+    real = loop.generator_step_losses
+
+    calls = {"n": 0}
+
+    def nan_from_step_1(net_d, out, hps):
+        losses = real(net_d, out, hps)
+        calls["n"] += 1
+        if calls["n"] > 1:
+            losses["loss_gen_all"] = losses["loss_gen_all"] * float("inf")
+        return losses
+
+    monkeypatch.setattr(loop, "generator_step_losses", nan_from_step_1)
+    monkeypatch.setattr(loop, "GUARD", loop.GuardPolicy(max_consecutive_bad=3, max_rollbacks=2, lr_factor=0.1))
+    caplog.set_level(logging.WARNING)
+    assert run_train("-c", str(cfg), "-m", "44k", "--max_steps", "40") == 2
     err = capsys.readouterr().err
-    assert "training diverged: steps 0–2 all had NaN/inf" in err
-    assert "lower train.learning_rate" in err
-    # the step-0 checkpoint was taken before the failure was known to persist; nothing after it
+    assert "training diverged: steps 1–3 all had NaN/inf" in err and "after 2 rollback(s)" in err
+    assert "0.01× the configured one" in err  # lowered twice by 0.1
+    assert "float16 on a GPU without fast float16" in err and "clipped, silent or empty-band" in err
+    assert "lower it" in err
+    assert caplog.text.count("going back to step 0's checkpoint") == 2
+    # step 0 was saved (no update had failed yet); nothing inside the NaN streaks
     assert sorted(p.name for p in (tiny_run / "logs/44k").glob("G_*.pth")) == ["G_0.pth"]
 
 

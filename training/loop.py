@@ -1,4 +1,4 @@
-"""The SoVITS training loop (``train.py``; spec §6.10–6.13).
+"""SoVITS training (``train.py``; spec §6.10–6.13): the model-specific half on :mod:`training.runner`.
 
 One step, as 4.1 does it::
 
@@ -6,21 +6,20 @@ One step, as 4.1 does it::
                                         └► D(y, ŷ) with the *updated* D ─► adv + fm + 45·mel + KL + lf0
                                                                        ─► backward ─► AdamW(G)
 
-Everything a run needs lives in a :class:`TrainState`; the phases are named functions:
-:func:`load_config`, :func:`prepare_model_dir`, :func:`build_models`, :func:`build_optimizer`,
-:func:`restore` (resume / fine-tune; :func:`create_state` does all of these), :func:`train_step`,
-:func:`account_step` (NaN/inf), :func:`log_step`, :func:`evaluate`, :func:`save_checkpoints`,
-:func:`train_epoch`, and :func:`run_worker` / :func:`train` around them.
-
-Devices and processes: CPU, one GPU, one process per GPU (4.1's ``mp.spawn`` when several GPUs are
-visible) or any ``torchrun`` launch (several GPUs / machines; NCCL on GPU, gloo on CPU). Only
-rank 0 logs, evaluates and saves.
+The runner (:mod:`training.runner`) owns the step loop, save cadence (steps and minutes), NaN/Inf
+guard with rollback, signal-safe stop, progress bar and DDP/torchrun set-up. This file keeps the
+SoVITS parts, as named phases: :func:`load_config`, :func:`prepare_model_dir`,
+:func:`build_models`, :func:`build_optimizer`, :func:`restore` (resume / fine-tune;
+:func:`create_state` does all of these), :func:`train_step`, :func:`log_step`, :func:`evaluate`,
+:func:`save_checkpoints`, and :func:`run_worker` / :func:`train` around them. :class:`TrainState`
+is the :class:`~training.runner.TrainJob` the runner drives.
 
 Differences from 4.1 are listed in docs/compat/train.md; the main ones: CPU training is allowed;
 ranks split the data; resume never silently restarts from scratch and picks the newest step for
-which both G and D exist; the learning rate follows the config and the epoch (closed form);
-NaN/inf steps are skipped and counted, and a run that keeps producing them stops with an error;
-SIGINT/SIGTERM save a checkpoint before stopping; evaluation does not disturb the training RNG.
+which both G and D exist, restoring the RNG and grad-scaler states too; the learning rate follows
+the config and the epoch (closed form); NaN/inf steps are skipped, roll back and finally stop with
+exit status 2; SIGINT/SIGTERM save a checkpoint before stopping; evaluation does not disturb the
+training RNG; checkpoints carry their config (extra key ``config``).
 """
 
 from __future__ import annotations
@@ -31,29 +30,29 @@ import math
 import os
 import random
 import re
-import signal
-import threading
-import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch.nn.utils import parametrize
 
 from models import MultiPeriodDiscriminator, SynthesizerTrn
 from models.train_step import discriminator_step_loss, generator_forward, generator_step_losses
-from modules.checkpoint import checkpoint_step, clean_checkpoints, load_checkpoint, save_checkpoint
+from modules.checkpoint import (CONFIG_KEY, checkpoint_step, clean_checkpoints, load_checkpoint, remove_interrupted_saves,
+                                save_checkpoint, torch_load)
+from modules.config_types import SovitsConfig
 from modules.errors import ConfigError, SvcError
+from training import runner
+from training.runner import (DivergedError, GuardPolicy, Precision, Progress, Runtime, StepReport,  # noqa: F401
+                             TrainingError, any_rank)
 
 log = logging.getLogger(__name__)
 
 ADAMW_WEIGHT_DECAY = 0.01        # PyTorch's AdamW default, which 4.1 used without configuring it
-MAX_CONSECUTIVE_BAD_STEPS = 10   # non-finite steps in a row before a run is declared diverged
-
-
-class TrainingError(SvcError):
-    """Training cannot go on (diverged, out of memory); the message says what to try."""
+GUARD = GuardPolicy()            # NaN/Inf: skip, roll back after 10 in a row (lr × 0.5), stop after 3 rollbacks
+BAR_LOSSES = ("loss_disc", "loss_gen_all", "loss_mel")
 
 
 # --- options and state --------------------------------------------------------------------------
@@ -68,42 +67,6 @@ class TrainOptions:
     @property
     def model_dir(self) -> Path:
         return Path("./logs") / self.model_name
-
-
-@dataclass
-class Runtime:
-    """Where this process runs: its rank among ``world_size`` processes and its device."""
-
-    device: torch.device
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-@dataclass
-class Precision:
-    """Autocast settings: ``dtype`` None = float32; the grad scaler only for float16."""
-
-    device_type: str
-    dtype: torch.dtype | None = None
-    use_scaler: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.dtype is not None
-
-    def autocast(self) -> Any:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
 @dataclass
@@ -124,10 +87,14 @@ class StepResult:
     outputs: Any = None              # the GeneratorOutputs (kept for image logging)
     batch: dict | None = None
 
+    def report(self) -> StepReport:
+        names = ("loss_disc", "loss_gen", "loss_fm", "loss_mel", "loss_kl", "loss_lf0", "loss_gen_all")
+        return StepReport({n: getattr(self, n) for n in names}, self.skipped, self.reason)
+
 
 @dataclass
 class TrainState:
-    """Everything a run carries from step to step."""
+    """Everything a run carries from step to step; the :class:`~training.runner.TrainJob` of SoVITS."""
 
     hps: Any
     options: TrainOptions
@@ -138,26 +105,91 @@ class TrainState:
     optim_g: torch.optim.Optimizer
     optim_d: torch.optim.Optimizer
     scaler: Any
-    epoch: int = 1
-    global_step: int = 0
-    skipped_steps: int = 0           # updates skipped for NaN/inf losses or gradients
-    consecutive_bad: int = 0
-    last_save_step: int = -1
-    last_save_time: float = field(default_factory=time.monotonic)
-    stop_requested: str = ""         # name of the signal that asked to stop, if any
-    stop_now: bool = False           # all ranks agreed (in the last step) to stop
+    progress: Progress = field(default_factory=Progress)
+    config: SovitsConfig | None = None
     writer: Any = None
     writer_eval: Any = None
-    step_times: list[float] = field(default_factory=list)
+    loader: Any = None
+    sampler: Any = None
+    eval_loader: Any = None
+    last_result: StepResult | None = None
+
+    def __post_init__(self) -> None:
+        if self.config is None:
+            self.config = SovitsConfig.from_hparams(self.hps)
 
     @property
     def model_dir(self) -> Path:
         return self.options.model_dir
 
+    # the runner's counters under their 4.1 names
+    @property
+    def global_step(self) -> int:
+        return self.progress.step
+
+    @global_step.setter
+    def global_step(self, value: int) -> None:
+        self.progress.step = value
+
+    @property
+    def epoch(self) -> int:
+        return self.progress.epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.progress.epoch = value
+
+    @property
+    def stop_requested(self) -> str:
+        return self.progress.stop_requested
+
+    # --- TrainJob ---
+    def begin_epoch(self) -> Iterable:
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)
+        set_learning_rate(self, lr_at_epoch(self.epoch, self.hps.train) * self.progress.lr_scale)
+        return self.loader
+
+    def train_step(self, batch: Any) -> StepReport:
+        result = train_step(self, batch)  # the module function (tests replace it)
+        self.last_result = result
+        return result.report()
+
+    def after_step(self, report: StepReport, batch_index: int, n_batches: int) -> None:
+        cfg = self.config.train
+        if self.global_step % cfg.log_interval == 0:
+            log_step(self, self.last_result, batch_index, n_batches)
+        if self.global_step % cfg.eval_interval == 0:
+            evaluate(self, self.eval_loader)
+        self.last_result = None
+
+    def save(self) -> None:
+        save_checkpoints(self)
+
+    def rollback(self) -> bool:
+        point = find_resume_point(self.model_dir)
+        if point is None:
+            set_learning_rate(self, lr_at_epoch(self.epoch, self.hps.train) * self.progress.lr_scale)
+            return False
+        scale, rollbacks = self.progress.lr_scale, self.progress.rollbacks
+        restore(self, point, rng=False)
+        self.progress.lr_scale, self.progress.rollbacks = scale, rollbacks
+        set_learning_rate(self, lr_at_epoch(self.epoch, self.hps.train) * scale)
+        return True
+
+    def memory_advice(self, where: str) -> str:
+        return _oom_advice(self, where)
+
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a ``DistributedDataParallel`` wrapper (or the model itself)."""
     return model.module if hasattr(model, "module") else model
+
+
+def set_learning_rate(state: TrainState, lr: float) -> None:
+    for optim in (state.optim_g, state.optim_d):
+        for g in optim.param_groups:
+            g["lr"] = lr
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -167,6 +199,10 @@ def load_config(options: TrainOptions) -> Any:
 
     hps = get_hparams_from_file(options.config_path)
     path = options.config_path
+    try:
+        SovitsConfig.from_hparams(hps)  # value kinds checked before anything slow happens
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     hop = int(hps.data.hop_length)
     if int(hps.train.segment_size) % hop or int(hps.train.segment_size) < hop:
         raise ConfigError(f"{path}: train.segment_size {hps.train.segment_size} must be a positive multiple of "
@@ -194,18 +230,15 @@ def prepare_model_dir(options: TrainOptions) -> None:
 
 
 def resolve_precision(train_hps: Any, device: torch.device) -> Precision:
-    """``fp16_run`` + ``half_type`` → autocast dtype; mixed precision is a GPU option."""
-    if not train_hps.get("fp16_run", False):
-        return Precision(device.type)
-    want = torch.bfloat16 if train_hps.get("half_type", "fp16") == "bf16" else torch.float16
-    if device.type != "cuda":
-        log.warning("train.fp16_run is set, but mixed precision is a GPU option: training in float32 on %s", device)
-        return Precision(device.type)
-    if want == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.half_type is 'bf16' but this GPU has no bfloat16 support; set half_type to "
-                          "'fp16' or fp16_run to false")
-    # 4.1 also enabled the scaler for bf16; bf16 has float32's range and needs none.
-    return Precision(device.type, want, use_scaler=want == torch.float16)
+    """``fp16_run`` + ``half_type`` (``fp16`` / ``bf16`` / ``auto``) → autocast dtype on ``device``.
+
+    Mixed precision is a GPU option. 4.1 also enabled the grad scaler for bf16; bf16 has float32's
+    range and needs none. ``auto``: bf16 where the GPU supports it, else float32.
+    """
+    name = "fp32"
+    if train_hps.get("fp16_run", False):
+        name = {"bf16": "bf16", "auto": "auto"}.get(str(train_hps.get("half_type", "fp16")).lower(), "fp16")
+    return runner.resolve_precision(name, device, what="train.fp16_run/half_type")
 
 
 def lr_at_epoch(epoch: int, train_hps: Any) -> float:
@@ -339,9 +372,10 @@ def find_resume_point(model_dir: Path) -> ResumePoint | None:
     return None
 
 
-def restore(state: TrainState, point: ResumePoint | None) -> None:
+def restore(state: TrainState, point: ResumePoint | None, *, rng: bool = True) -> None:
     """Load G/D weights and optimiser moments of ``point`` → epoch = max(iteration, 1), next step =
-    saved step + 1 (4.1's rule). Errors are raised, never turned into a silent fresh start."""
+    saved step + 1 (4.1's rule), plus our ``train_state`` (grad scaler, lr scale after rollbacks,
+    and with ``rng`` the random generators). Errors are raised, never turned into a silent fresh start."""
     if point is None:
         log.info("No checkpoint in %s: training from scratch (put G_0.pth and D_0.pth there to fine-tune "
                  "a base model)", state.model_dir)
@@ -366,6 +400,11 @@ def restore(state: TrainState, point: ResumePoint | None) -> None:
                     st[k] = v.float()
     state.epoch = max(int(epoch), 1)
     state.global_step = point.step + 1
+    extra = torch_load(point.g_path, what="so-vits-svc checkpoint", mmap=zipfile.is_zipfile(point.g_path)).get("train_state")
+    if extra:
+        runner.restore_progress_state(state.progress, extra, rng=rng)
+        if extra.get("scaler") and state.scaler.is_enabled():
+            state.scaler.load_state_dict(extra["scaler"])
     log.info("Next step %d, epoch %d", state.global_step, state.epoch)
 
 
@@ -391,14 +430,7 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
 
 
 def _any_rank(state: TrainState, *flags: bool) -> list[bool]:
-    """OR of each flag over all processes (one small all-reduce), so every rank takes the same branch."""
-    if not state.runtime.distributed:
-        return list(flags)
-    import torch.distributed as dist
-
-    t = torch.tensor([float(f) for f in flags], device=state.runtime.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return any_rank(state.runtime, *flags)
 
 
 def _finite(x: float) -> bool:
@@ -448,9 +480,9 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor | None]) -> Step
         scaler.step(state.optim_g)
     scale = scaler.get_scale() if scaler.is_enabled() else 0.0
     scaler.update()
-    state.stop_now = stop  # decided together, so every rank leaves after the same step
-    if stop and not state.stop_requested:
-        state.stop_requested = "a signal on another rank"
+    state.progress.stop_now = stop  # decided together, so every rank leaves after the same step
+    if stop and not state.progress.stop_requested:
+        state.progress.stop_requested = "a signal on another rank"
 
     parts = []
     if bad_d:
@@ -469,26 +501,6 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor | None]) -> Step
         grad_norm_g=grad_norm_g, skipped=bool(reason), reason=reason, outputs=out, batch=batch)
 
 
-def account_step(state: TrainState, result: StepResult) -> None:
-    """Count skipped updates; stop with :class:`TrainingError` when they keep coming."""
-    if not result.skipped:
-        state.consecutive_bad = 0
-        return
-    state.skipped_steps += 1
-    state.consecutive_bad += 1
-    if state.runtime.is_main:
-        log.warning("step %d: %s; update skipped (%d skipped so far)", state.global_step, result.reason,
-                    state.skipped_steps)
-    if state.consecutive_bad >= MAX_CONSECUTIVE_BAD_STEPS:
-        first = state.global_step - state.consecutive_bad + 1
-        raise TrainingError(
-            f"training diverged: steps {first}–{state.global_step} all had NaN/inf losses or gradients "
-            f"(last: {result.reason}). Nothing was saved after step {state.last_save_step}. Try: resume from an "
-            f"earlier checkpoint in {state.model_dir} (delete the newer G_/D_ files), lower train.learning_rate, "
-            "turn off train.fp16_run or use half_type 'bf16', and check the dataset for silent, clipped or "
-            "corrupt clips (re-run preprocess_hubert_f0.py).")
-
-
 # --- logging, evaluation, checkpoints -----------------------------------------------------------
 def log_step(state: TrainState, result: StepResult, batch_idx: int, n_batches: int) -> None:
     """Rank 0 at ``log_interval``: the 4.1 log lines and TensorBoard scalars / images."""
@@ -496,19 +508,19 @@ def log_step(state: TrainState, result: StepResult, batch_idx: int, n_batches: i
     from training.summaries import plot_data_to_numpy, plot_spectrogram_to_numpy, summarize
 
     lr = state.optim_g.param_groups[0]["lr"]
-    secs = sorted(state.step_times)[len(state.step_times) // 2] if state.step_times else float("nan")
-    state.step_times.clear()
+    secs = sorted(state.progress.step_times)[len(state.progress.step_times) // 2] if state.progress.step_times else float("nan")
+    state.progress.step_times.clear()
     log.info("Train Epoch: %d [%.0f%%]", state.epoch, 100.0 * batch_idx / max(n_batches, 1))
     log.info("step %d: loss_disc %.3f, loss_gen %.3f, loss_fm %.3f, loss_mel %.3f, loss_kl %.3f, loss_lf0 %.4f, "
              "lr %.6g, grad_norm d/g %.3g/%.3g, %.2f s/step%s", state.global_step, result.loss_disc, result.loss_gen,
              result.loss_fm, result.loss_mel, result.loss_kl, result.loss_lf0, lr, result.grad_norm_d,
-             result.grad_norm_g, secs, f", {state.skipped_steps} skipped" if state.skipped_steps else "")
+             result.grad_norm_g, secs, f", {state.progress.skipped_steps} skipped" if state.progress.skipped_steps else "")
     if state.writer is None:
         return
     scalars = {"loss/g/total": result.loss_gen_all, "loss/d/total": result.loss_disc, "learning_rate": lr,
                "grad_norm_d": result.grad_norm_d, "grad_norm_g": result.grad_norm_g, "loss/g/fm": result.loss_fm,
                "loss/g/mel": result.loss_mel, "loss/g/kl": result.loss_kl, "loss/g/lf0": result.loss_lf0,
-               "misc/skipped_steps": state.skipped_steps}
+               "misc/skipped_steps": state.progress.skipped_steps}
     if math.isfinite(secs):
         scalars["misc/seconds_per_step"] = secs
     out, batch, data = result.outputs, result.batch, state.hps.data
@@ -569,9 +581,20 @@ def _params_finite(model: torch.nn.Module) -> bool:
     return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
+def checkpoint_config(state: TrainState) -> dict:
+    """The ``config`` key of our checkpoints: the whole config (model, data, train, speaker map)."""
+    hps = state.hps
+    return hps.to_dict() if hasattr(hps, "to_dict") else dict(hps)
+
+
 def save_checkpoints(state: TrainState) -> None:
-    """Write ``G_<step>.pth`` then ``D_<step>.pth`` (4.1 format, ``iteration`` = epoch, plus a
-    ``step`` key) atomically, then apply ``keep_ckpts``. Refuses to save NaN/inf weights."""
+    """Write ``G_<step>.pth`` then ``D_<step>.pth`` atomically, then apply ``keep_ckpts``.
+
+    4.1's keys (``model``, ``iteration`` = epoch, ``optimizer``, ``learning_rate``) as 4.1 writes
+    them, plus ``step``, ``config`` (so the model loads without a side file) and, in G,
+    ``train_state`` (RNG, grad scaler, lr scale; see :mod:`training.runner`). Refuses to save
+    NaN/inf weights.
+    """
     step = state.global_step
     for net, name in ((state.net_g, "G"), (state.net_d, "D")):
         if not _params_finite(net):
@@ -579,123 +602,24 @@ def save_checkpoints(state: TrainState) -> None:
                                 f"Resume from the last good checkpoint in {state.model_dir} and lower "
                                 "train.learning_rate (or turn off fp16_run)")
     lr = float(state.hps.train.learning_rate)
+    config = checkpoint_config(state)
+    scaler = state.scaler.state_dict() if state.scaler.is_enabled() else None
+    train_state = runner.progress_state_dict(state.progress, scaler=scaler)
     for net, optim, name in ((state.net_g, state.optim_g, "G"), (state.net_d, state.optim_d, "D")):
+        extra = {"step": step, CONFIG_KEY: config}
+        if name == "G":
+            extra["train_state"] = train_state
         with _portable(optim):
-            save_checkpoint(net, optim, lr, state.epoch, state.model_dir / f"{name}_{step}.pth", step=step)
-    keep = int(state.hps.train.get("keep_ckpts", 0) or 0)
+            save_checkpoint(net, optim, lr, state.epoch, state.model_dir / f"{name}_{step}.pth", **extra)
+    keep = int(state.config.train.keep_ckpts or 0)
     if keep > 0:
         clean_checkpoints(state.model_dir, n_ckpts_to_keep=keep)
-    state.last_save_step = step
-    state.last_save_time = time.monotonic()
-
-
-def _time_to_save(state: TrainState) -> bool:
-    minutes = state.hps.train.get("save_every_minutes")
-    return bool(minutes) and time.monotonic() - state.last_save_time >= 60.0 * float(minutes)
-
-
-# --- epochs -------------------------------------------------------------------------------------
-def _reached_max_steps(state: TrainState) -> bool:
-    return state.options.max_steps is not None and state.global_step > state.options.max_steps
-
-
-def train_epoch(state: TrainState, loader: Any, sampler: Any, eval_loader: Any) -> bool:
-    """One pass over this rank's share of the data. Returns False when the run must stop."""
-    from tqdm import tqdm
-
-    hps = state.hps
-    if sampler is not None:
-        sampler.set_epoch(state.epoch)
-    lr = lr_at_epoch(state.epoch, hps.train)
-    for optim in (state.optim_g, state.optim_d):
-        for g in optim.param_groups:
-            g["lr"] = lr
-    n_batches = len(loader)
-    bar = tqdm(loader, desc=f"epoch {state.epoch}", disable=None if state.runtime.is_main else True,
-               leave=False, dynamic_ncols=True)
-    with contextlib.closing(bar):
-        return _train_batches(state, bar, n_batches, eval_loader)
-
-
-def _train_batches(state: TrainState, bar: Any, n_batches: int, eval_loader: Any) -> bool:
-    hps = state.hps
-    for batch_idx, batch in enumerate(bar):
-        if _reached_max_steps(state):
-            return False
-        t0 = time.perf_counter()
-        try:
-            result = train_step(state, batch)
-        except torch.cuda.OutOfMemoryError:
-            raise TrainingError(_oom_advice(state, "GPU")) from None
-        except RuntimeError as e:
-            if "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
-                raise TrainingError(_oom_advice(state, "CPU")) from None
-            raise
-        state.step_times.append(time.perf_counter() - t0)
-        account_step(state, result)
-        if state.runtime.is_main:
-            if state.global_step % int(hps.train.log_interval) == 0:
-                log_step(state, result, batch_idx, n_batches)
-            if state.global_step % int(hps.train.eval_interval) == 0:
-                evaluate(state, eval_loader)
-                save_checkpoints(state)
-            elif _time_to_save(state):
-                save_checkpoints(state)
-            bar.set_postfix(step=state.global_step, mel=f"{result.loss_mel:.2f}", refresh=False)
-        result = None
-        state.global_step += 1
-        if state.stop_now or _reached_max_steps(state):
-            return False
-    return True
 
 
 def _oom_advice(state: TrainState, where: str) -> str:
     return (f"out of {where} memory at step {state.global_step} (batch_size {state.hps.train.batch_size}). Try a "
             "smaller train.batch_size, shorter clips (long clips are cut to 790 frames), train.fp16_run with "
             "half_type 'bf16' or 'fp16' on a GPU, and train.all_in_mem false.")
-
-
-@contextlib.contextmanager
-def _stop_on_signals(state: TrainState) -> Iterator[None]:
-    """First SIGINT/SIGTERM: finish the step, save, stop. A second one stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if state.stop_requested:
-            raise KeyboardInterrupt
-        state.stop_requested = name
-        if state.runtime.is_main:
-            log.warning("%s received: finishing step %d, saving a checkpoint, then stopping (send it again to stop "
-                        "at once)", name, state.global_step)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-# --- one process --------------------------------------------------------------------------------
-def _init_distributed(runtime: Runtime) -> None:
-    import torch.distributed as dist
-
-    backend = "nccl" if runtime.device.type == "cuda" else "gloo"
-    if runtime.device.type == "cuda":
-        torch.cuda.set_device(runtime.device)
-    dist.init_process_group(backend=backend, init_method="env://", rank=runtime.rank, world_size=runtime.world_size)
-    log.info("rank %d of %d on %s (%s)", runtime.rank, runtime.world_size, runtime.device, backend)
-
-
-def _wrap_ddp(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
-    if runtime.device.type == "cuda":
-        return DistributedDataParallel(model, device_ids=[runtime.device.index])
-    return DistributedDataParallel(model)
 
 
 def create_state(hps: Any, options: TrainOptions, runtime: Runtime, precision: Precision) -> TrainState:
@@ -707,11 +631,25 @@ def create_state(hps: Any, options: TrainOptions, runtime: Runtime, precision: P
     state = TrainState(hps, options, runtime, precision, net_g, net_d, optim_g, optim_d, scaler)
     restore(state, find_resume_point(options.model_dir))
     for optim in (optim_g, optim_d):
-        apply_optimizer_settings(optim, hps.train, lr_at_epoch(state.epoch, hps.train))
+        apply_optimizer_settings(optim, hps.train, lr_at_epoch(state.epoch, hps.train) * state.progress.lr_scale)
     if runtime.distributed:
-        state.net_g = _wrap_ddp(net_g, runtime)
-        state.net_d = _wrap_ddp(net_d, runtime)
+        state.net_g = runner.wrap_ddp(net_g, runtime)
+        state.net_d = runner.wrap_ddp(net_d, runtime)
     return state
+
+
+def run_plan(state: TrainState) -> runner.RunPlan:
+    """Epochs, ``--max_steps``, saves every ``eval_interval`` steps (and ``save_every_minutes``)."""
+    cfg = state.config.train
+    max_steps = state.options.max_steps
+    n_batches = len(state.loader) if state.loader is not None else 0
+    if max_steps is not None:
+        total = max(max_steps - state.global_step + 1, 0)
+    else:
+        total = max((cfg.epochs - state.epoch + 1) * n_batches, 0) or None
+    return runner.RunPlan(last_epoch=cfg.epochs, stop_after_step=max_steps, save_every_steps=cfg.eval_interval,
+                          save_every_minutes=cfg.save_every_minutes, guard=GUARD, bar_losses=BAR_LOSSES,
+                          total_steps=total)
 
 
 def run_worker(options: TrainOptions, runtime: Runtime) -> int:
@@ -725,14 +663,13 @@ def run_worker(options: TrainOptions, runtime: Runtime) -> int:
     if runtime.is_main:
         prepare_model_dir(options)
         setup_logging(log_file=options.model_dir / "train.log")
+        remove_interrupted_saves(options.model_dir, ("G_*", "D_*"))
     else:
         logging.getLogger().setLevel(logging.WARNING)
     if runtime.distributed:
-        _init_distributed(runtime)
+        runner.init_distributed(runtime)
     try:
-        if runtime.device.type == "cpu":
-            log.info("Training on the CPU (%d threads); a GPU is much faster", torch.get_num_threads())
-        else:
+        if runtime.device.type != "cpu":
             torch.backends.cudnn.benchmark = True
         seed = int(hps.train.seed)
         torch.manual_seed(seed + runtime.rank)
@@ -750,12 +687,20 @@ def run_worker(options: TrainOptions, runtime: Runtime) -> int:
         eval_loader = build_eval_loader(hps) if runtime.is_main else None
 
         state = create_state(hps, options, runtime, precision)
+        state.loader, state.sampler, state.eval_loader = loader, sampler, eval_loader
         if runtime.is_main:
             from training.summaries import open_writer
 
+            resumed = state.global_step - 1 if state.global_step > 0 else None
+            runner.log_start(state, precision, int(hps.train.batch_size), resumed_step=resumed, what="SoVITS training")
             state.writer = open_writer(options.model_dir)
             state.writer_eval = open_writer(options.model_dir / "eval")
-        return _run_epochs(state, loader, sampler, eval_loader)
+        try:
+            return runner.run(state, run_plan(state))
+        finally:
+            for w in (state.writer, state.writer_eval):
+                if w is not None:
+                    w.close()
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -771,58 +716,7 @@ def _close_log_file(path: Path) -> None:
             h.close()
 
 
-def _run_epochs(state: TrainState, loader: Any, sampler: Any, eval_loader: Any) -> int:
-    epochs = int(state.hps.train.epochs)
-    if state.epoch > epochs:
-        log.info("Training already reached train.epochs = %d; raise it to train further", epochs)
-        return 0
-    if _reached_max_steps(state):
-        log.info("Already past --max_steps %d (next step is %d)", state.options.max_steps, state.global_step)
-        return 0
-    try:
-        with _stop_on_signals(state):
-            while state.epoch <= epochs:
-                if not train_epoch(state, loader, sampler, eval_loader):
-                    break
-                state.epoch += 1
-            else:
-                state.epoch = epochs  # the last epoch ran to its end
-            last = state.global_step - 1
-            if state.runtime.is_main and last >= 0 and state.last_save_step != last:
-                state.global_step = last
-                save_checkpoints(state)
-                state.global_step = last + 1
-    finally:
-        for w in (state.writer, state.writer_eval):
-            if w is not None:
-                w.close()
-    if state.skipped_steps and state.runtime.is_main:
-        log.warning("%d update(s) were skipped for NaN/inf values during this run", state.skipped_steps)
-    if state.stop_requested:
-        log.info("Stopped after step %d (%s)", state.global_step - 1, state.stop_requested)
-        return 130
-    log.info("Finished at step %d, epoch %d", state.global_step - 1, state.epoch)
-    return 0
-
-
 # --- launching ----------------------------------------------------------------------------------
-def _torchrun_runtime() -> Runtime | None:
-    """The rank/world size ``torchrun`` (or any env:// launcher) put into the environment."""
-    env = os.environ
-    if "RANK" not in env or "WORLD_SIZE" not in env:
-        return None
-    rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        n = torch.cuda.device_count()
-        if local >= n:
-            raise SvcError(f"LOCAL_RANK {local} but only {n} GPU(s) are visible; start at most {n} processes per "
-                           "machine (torchrun --nproc_per_node)")
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-    return Runtime(device, rank=rank, local_rank=local, world_size=world)
-
-
 def _spawned_worker(rank: int, options: TrainOptions, world: int) -> None:
     """Entry of one ``mp.spawn`` process (several GPUs without torchrun, as 4.1 launches)."""
     import sys
@@ -842,7 +736,7 @@ def _spawned_worker(rank: int, options: TrainOptions, world: int) -> None:
 def train(options: TrainOptions) -> int:
     """Launch training: under torchrun → this process is one rank; several visible GPUs → one
     process per GPU (4.1's single-machine ``mp.spawn``); otherwise one process on GPU 0 or CPU."""
-    runtime = _torchrun_runtime()
+    runtime = runner.torchrun_runtime()
     if runtime is not None:
         return run_worker(options, runtime)
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -7,6 +7,7 @@ import os
 import torch
 
 from modules.audio import sinc_resample
+from modules.device import resolve_device
 from modules.mel_processing import STFT
 from modules.pretrained import require
 from vdecoder.registry import get_vocoder_spec
@@ -16,7 +17,10 @@ RESAMPLE_FILTER_WIDTH = 128
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The ``auto`` device's name (kept for callers of 4.1's helper)."""
+    from modules.device import auto_device
+
+    return str(auto_device())
 
 
 class Vocoder:
@@ -36,7 +40,7 @@ class Vocoder:
 
         self.spec = get_vocoder_spec(vocoder_type)
         self.vocoder_type = vocoder_type
-        self.device = torch.device(device if device is not None else default_device())
+        self.device = resolve_device(device)
         self.ckpt = require(self.spec.pretrained_key, vocoder_ckpt)
         self.h = load_config(self.ckpt, pretrained_key=self.spec.pretrained_key)
         self.stft = STFT(self.h.sampling_rate, self.h.num_mels, self.h.n_fft, self.h.win_size, self.h.hop_size,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from modules.device import resolve_device  # noqa: F401  (re-exported by vencoder)
 from modules.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -26,20 +27,6 @@ _HALF_TYPES = (torch.float16, torch.bfloat16)
 _DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
                 "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
-
-
-def resolve_device(device: Any = None) -> torch.device:
-    """``None`` → CUDA if available else CPU (4.1's rule); strings and devices pass through."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was requested but CUDA is not available here (PyTorch "
-                          f"{torch.__version__}); use device 'cpu' or install a CUDA build of PyTorch")
-    return dev
 
 
 def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:

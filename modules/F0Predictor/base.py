@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from modules.audio import check_finite
+from modules.device import resolve_device  # noqa: F401  (re-exported: predictors import it from here)
 from modules.errors import AudioError, SvcError
 from modules.f0 import interpolate_f0
 
@@ -34,13 +35,6 @@ log = logging.getLogger(__name__)
 # 4.1's range for every predictor that has one (spec §5.1).
 F0_MIN_DEFAULT = 50.0
 F0_MAX_DEFAULT = 1100.0
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` → CUDA when available, else CPU (4.1's rule)."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 _MODEL_CACHE: dict[Hashable, torch.nn.Module] = {}

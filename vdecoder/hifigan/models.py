@@ -11,14 +11,17 @@ Sine source, as 4.1-Latest computes it (spec §6.8, §13.10)::
     phase = cumsum(r − 1 at every wrap of cumsum(r) mod 1)   # keeps the sum small
     sine  = 0.1 · sin(2π · phase)
 
-The frame-rate ("ONNX") path computes the wrap points from a frame-rate cumulative phase
-interpolated to sample rate; ``Generator.OnnxExport()`` switches to it (ONNX export, realtime).
+How f0 becomes per-sample sines is a strategy passed to ``forward`` (``source=``, see
+:mod:`vdecoder.hifigan.sources`): the sample-rate path above (default), 4.1's frame-rate ("ONNX")
+formula, optionally carrying the phase across realtime blocks, or the exporter's exact frame-rate
+path. Inference options (2-D layout, chunked residual blocks) belong to the inference-ready copy
+made by :meth:`Generator.for_inference`; nothing here reads the environment.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,10 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.commons import init_weights
-from modules.modules import convs_to_2d, fold_weight_norm, weight_norm
+from modules.modules import convs_to_2d, fold_weight_norm, inference_copy, weight_norm
 from vdecoder.blocks import LRELU_SLOPE, ResBlock1, ResBlock2
+from vdecoder.hifigan.sources import FrameRateSource, HarmonicSource, SampleRateSource
 
-__all__ = ["Generator", "SineGen", "SourceModuleHnNSF"]
+__all__ = ["Generator", "SineGen", "SourceModuleHnNSF", "chunking_pays"]
 
 RESBLOCKS = {"1": ResBlock1, "2": ResBlock2}
 
@@ -37,8 +41,9 @@ RESBLOCKS = {"1": ResBlock1, "2": ResBlock2}
 class SineGen(nn.Module):
     """Harmonic sine generator (fundamental + ``harmonic_num`` overtones).
 
-    ``forward(f0, upp) -> sines [B, L, harmonic_num+1]`` where ``f0`` is ``[B, L, 1]`` Hz per
-    sample (normal path) or ``[B, T]`` Hz per frame with ``L = T·upp`` (``onnx`` path).
+    ``forward(f0, upp, source=None) -> sines [B, L, harmonic_num+1]``: with a ``source``
+    strategy (:mod:`vdecoder.hifigan.sources`) ``f0`` is ``[B, T]`` Hz per frame and ``L = T·upp``;
+    without one (4.1's call), ``[B, L, 1]`` Hz per sample, or per frame when ``onnx`` is set.
     One ``torch.rand(B, harmonic_num+1)`` draw per call (initial phases; the fundamental's is 0).
 
     ``uv_noise`` (4.1-Stable behaviour, kept by the snake decoder): unvoiced samples are zeroed
@@ -61,14 +66,11 @@ class SineGen(nn.Module):
     def _f02uv(self, f0: torch.Tensor) -> torch.Tensor:
         return (f0 > self.voiced_threshold).type(torch.float32)
 
-    #: Initial phases in cycles, ``[dim]``, used instead of the random draw (which is then
-    #: skipped); ``None`` (default) draws them as 4.1 does. Streaming code sets it to carry the
-    #: sine phase across blocks.
-    phase_offset: torch.Tensor | None = None
-
-    def _initial_phase(self, rad_values: torch.Tensor) -> torch.Tensor:
-        if self.phase_offset is not None:
-            rad_values[:, 0, :] = rad_values[:, 0, :] + self.phase_offset.to(rad_values)
+    def _initial_phase(self, rad_values: torch.Tensor, phase_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Add the initial phases to the first increment: ``phase_offset [dim]`` (cycles) when
+        given (no draw), else one ``rand [B, dim]`` draw with the fundamental's set to 0 (4.1)."""
+        if phase_offset is not None:
+            rad_values[:, 0, :] = rad_values[:, 0, :] + phase_offset.to(rad_values)
             return rad_values
         rand_ini = torch.rand(rad_values.shape[0], rad_values.shape[2], device=rad_values.device)
         rand_ini[:, 0] = 0
@@ -87,12 +89,12 @@ class SineGen(nn.Module):
         cumsum_shift[:, 1:, :] = (wrapped[:, 1:, :] - wrapped[:, :-1, :] < 0) * -1.0
         return torch.sin(torch.cumsum(rad_values + cumsum_shift, dim=1) * 2 * np.pi)
 
-    def _frame_rate_sines(self, f0: torch.Tensor, upp: int) -> torch.Tensor:
-        """``f0 [B, T]`` per frame → ``[B, T·upp, dim]`` (the ONNX / realtime path)."""
+    def _frame_rate_sines(self, f0: torch.Tensor, upp: int, phase_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """``f0 [B, T]`` per frame → ``[B, T·upp, dim]`` (4.1's ONNX path; realtime with ``phase_offset``)."""
         f0 = f0[:, None].transpose(1, 2)  # [B, T, 1]
         harmonics = torch.arange(1, self.dim + 1, dtype=torch.float32, device=f0.device)
         rad_values = (f0 * harmonics / self.sampling_rate) % 1
-        rad_values = self._initial_phase(rad_values)
+        rad_values = self._initial_phase(rad_values, phase_offset)
         phase = torch.cumsum(rad_values, 1) * upp
         phase = F.interpolate(phase.transpose(2, 1), scale_factor=float(upp), mode="linear",
                               align_corners=True).transpose(2, 1)
@@ -104,22 +106,25 @@ class SineGen(nn.Module):
         return torch.sin(torch.cumsum(rad_values + cumsum_shift, dim=1) * 2 * np.pi)
 
     @torch.no_grad()
-    def forward(self, f0: torch.Tensor, upp: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, f0: torch.Tensor, upp: int | None = None,
+                source: HarmonicSource | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(sine_waves [B, L, dim], uv [B, L, 1] or None)``."""
         f0 = f0.float()  # the phase sum needs float32 even when the model runs in half precision
-        if self.onnx:
+        if source is not None:
+            sines = source.sines(self, f0, int(upp))
+        elif self.onnx:
             sines = self._frame_rate_sines(f0, int(upp))
-            f0_samples = None
         else:
             sines = self._sample_rate_sines(f0)
-            f0_samples = f0
         sine_waves = sines * self.sine_amp
         if not self.uv_noise:
             return sine_waves, None
-        if f0_samples is None:
-            uv = F.interpolate(self._f02uv(f0[:, None]), scale_factor=float(upp), mode="nearest").transpose(2, 1)
+        if source is not None:
+            uv = source.uv(self, f0, int(upp))
+        elif self.onnx:
+            uv = FrameRateSource().uv(self, f0, int(upp))
         else:
-            uv = self._f02uv(f0_samples)
+            uv = self._f02uv(f0)
         noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
         noise = noise_amp * torch.randn_like(sine_waves)
         return sine_waves * uv + noise, uv
@@ -143,8 +148,8 @@ class SourceModuleHnNSF(nn.Module):
         self.l_linear = nn.Linear(harmonic_num + 1, 1)
         self.l_tanh = nn.Tanh()
 
-    def forward(self, x: torch.Tensor, upp: int | None = None):
-        sine_wavs, uv = self.l_sin_gen(x, upp)
+    def forward(self, x: torch.Tensor, upp: int | None = None, source: HarmonicSource | None = None):
+        sine_wavs, uv = self.l_sin_gen(x, upp, source)
         sine_merge = self.l_tanh(self.l_linear(sine_wavs.to(self.l_linear.weight.dtype)))
         if not self.uv_noise:
             return sine_merge, None, None
@@ -152,9 +157,16 @@ class SourceModuleHnNSF(nn.Module):
         return sine_merge, noise, uv
 
 
-def _chunking_pays() -> bool:
-    """Chunked residual blocks pay off with one thread or non-spinning OpenMP threads."""
-    return torch.get_num_threads() == 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+def chunking_pays(threads: int, omp_wait_policy: str | None) -> bool:
+    """Whether chunked residual blocks (``mrf_chunk="auto"``) pay off: with one intra-op thread or
+    with non-spinning OpenMP threads (``OMP_WAIT_POLICY=PASSIVE``). Chunking multiplies the number
+    of parallel regions, and with spinning threads on a busy machine their barriers cost more than
+    the cache saves (measured on the shared 2-core machine: 15 % faster passive, 2x slower spinning
+    under load). The caller passes the process's settings; the decoder never reads them."""
+    return int(threads) == 1 or (omp_wait_policy or "").upper() == "PASSIVE"
+
+
+MrfChunk = int | Literal["auto"]
 
 
 class Generator(nn.Module):
@@ -213,6 +225,8 @@ class Generator(nn.Module):
         self._build_post_activation(ch)
         self.cond = nn.Conv1d(h["gin_channels"], u0, 1)
         self.onnx = False
+        self._conv2d = False
+        self._mrf_chunk: MrfChunk = 0
 
     # --- variant hooks (the snake decoder overrides these) ---
     def _make_resblock(self, key: str, ch: int, k: int, d, *, stage: int) -> nn.Module:
@@ -232,22 +246,39 @@ class Generator(nn.Module):
         return F.leaky_relu(x, 0.01, inplace=not torch.is_grad_enabled())
 
     # --- public API ---
-    def OnnxExport(self) -> None:  # noqa: N802 (4.1 name, used by the ONNX exporter / realtime engine)
-        """Switch to the frame-rate sine path: ``forward`` then takes f0 at frame rate as is."""
+    def OnnxExport(self) -> None:  # noqa: N802 (4.1 name)
+        """4.1 compatibility: make 4.1's frame-rate formula (:class:`FrameRateSource`) the default
+        source of this decoder. Code of this project passes ``source=`` to ``forward`` instead."""
         self.onnx = True
         self.m_source.l_sin_gen.onnx = True
 
-    def harmonic_source(self, f0: torch.Tensor) -> torch.Tensor:
-        """``f0 [B, T]`` (Hz per frame) → merged harmonic source ``[B, 1, T·upp]``."""
-        if not self.onnx:
-            f0 = F.interpolate(f0[:, None], scale_factor=float(self.upp), mode="nearest").transpose(1, 2)
-        har_source = self.m_source(f0, self.upp)[0]
+    @property
+    def conv2d(self) -> bool:
+        """Whether convolutions run in the channels-last 2-D layout (inference-ready copies only)."""
+        return self._conv2d
+
+    @property
+    def mrf_chunk(self) -> MrfChunk:
+        """Samples per residual-block chunk at inference (0 off, "auto" 4 MiB of activations)."""
+        return self._mrf_chunk
+
+    def default_source(self) -> HarmonicSource:
+        """The source used when ``forward`` gets none: sample rate (4.1 offline), or 4.1's frame-rate
+        formula after :meth:`OnnxExport`."""
+        return FrameRateSource() if self.onnx else SampleRateSource()
+
+    def harmonic_source(self, f0: torch.Tensor, source: HarmonicSource | None = None) -> torch.Tensor:
+        """``f0 [B, T]`` (Hz per frame) → merged harmonic source ``[B, 1, T·upp]`` via ``source``."""
+        har_source = self.m_source(f0, self.upp, source or self.default_source())[0]
         return har_source.transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, f0: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        har_source = self.harmonic_source(f0).to(x.dtype)
+    def forward(self, x: torch.Tensor, f0: torch.Tensor, g: torch.Tensor | None = None,
+                source: HarmonicSource | None = None) -> torch.Tensor:
+        """``x [B, inter, T]``, ``f0 [B, T]`` Hz, ``g [B, gin, 1 or T]``, ``source`` strategy
+        (default :meth:`default_source`) → audio ``[B, 1, T·upp]``."""
+        har_source = self.harmonic_source(f0, source).to(x.dtype)
         if self.conv2d:
-            # Inference layout [B, C, 1, L] channels-last (see prepare_for_inference).
+            # Inference layout [B, C, 1, L] channels-last (inference-ready copies, see for_inference).
             cl = torch.channels_last
             x = x.unsqueeze(2).contiguous(memory_format=cl)
             har_source = har_source.unsqueeze(2).contiguous(memory_format=cl)
@@ -267,15 +298,9 @@ class Generator(nn.Module):
             x = x.squeeze(2)
         return torch.tanh(x)
 
-    conv2d = False  # set by prepare_for_inference
-    # Samples per chunk of the multi-receptive-field blocks at inference; 0 disables chunking.
-    # None (auto): chunks of 4 MiB of activations (at least 8192 samples, ~7 per stage at
-    # 44.1 kHz), so the ~30 elementwise passes per stage mostly hit the cache, but only with one
-    # intra-op thread or with OMP_WAIT_POLICY=PASSIVE: chunking multiplies the number of parallel
-    # regions, and with spinning OpenMP threads on a busy machine their barriers cost more than
-    # the cache saves (measured on the shared 2-core machine: 15 % faster passive, 2x slower
-    # spinning under load).
-    mrf_chunk: int | None = None
+    # mrf_chunk "auto": chunks of 4 MiB of activations (at least 8192 samples, ~7 per stage at
+    # 44.1 kHz), so the ~30 elementwise passes per stage mostly hit the cache (CPU only; whether it
+    # pays depends on the thread settings: see chunking_pays, decided by the caller).
 
     def _mrf(self, i: int, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         """Mean of the stage's ``num_kernels`` residual blocks applied to ``x``.
@@ -289,9 +314,9 @@ class Generator(nn.Module):
         """
         blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
         length = x.shape[-1]
-        chunk = self.mrf_chunk
-        if chunk is None:
-            chunk = max(8192, (1 << 20) // x.shape[1]) if x.device.type == "cpu" and _chunking_pays() else 0
+        chunk = self._mrf_chunk
+        if chunk == "auto":
+            chunk = max(8192, (1 << 20) // x.shape[1]) if x.device.type == "cpu" else 0
         halo = self._mrf_halo
         if not (self.conv2d and inplace) or chunk <= 0 or length <= chunk + 2 * halo:
             xs = blocks[0](x)
@@ -313,15 +338,38 @@ class Generator(nn.Module):
         """Fold every weight-normed layer into a plain weight (inference)."""
         fold_weight_norm(self)
 
-    def prepare_for_inference(self, *, conv2d: bool = True) -> Generator:
-        """Fold weight norm and (``conv2d``) switch to the channels-last 2-D layout, which is
-        faster on CPU with the same output up to float summation order. Inference only: the
-        state dict of a prepared generator no longer matches 4.1 files."""
+    def for_inference(self, *, conv2d: bool = True, mrf_chunk: MrfChunk = 0) -> Generator:
+        """A new inference-ready decoder made from this one, which is left unchanged: weight norm
+        folded, eval mode, no gradients, and the inference options fixed at construction:
+
+        Args:
+            conv2d: run the convolutions in the channels-last 2-D layout (faster on CPU, same output
+                up to float summation order; ignored where ``supports_conv2d`` is False).
+            mrf_chunk: samples per chunk of the residual blocks (0: no chunking, "auto": 4 MiB of
+                activations per chunk on CPU; pass "auto" where :func:`chunking_pays`).
+
+        Unchanged tensors are shared with this decoder (no copy); its state dict no longer
+        matches 4.1 files (save the loaded checkpoint, not this copy).
+        """
+        if mrf_chunk != "auto" and (not isinstance(mrf_chunk, int) or mrf_chunk < 0):
+            raise ValueError(f"mrf_chunk must be 'auto' or a sample count ≥ 0 (0: off), got {mrf_chunk!r}")
+        dec = inference_copy(self)
+        dec._make_inference_ready(conv2d=conv2d, mrf_chunk=mrf_chunk)
+        return dec
+
+    def _make_inference_ready(self, *, conv2d: bool, mrf_chunk: MrfChunk) -> None:
+        """In place, on a fresh copy only (see :meth:`for_inference`)."""
+        self.eval()
         self.remove_weight_norm()
         if conv2d and self.supports_conv2d:
             convs_to_2d(self)
-            self.conv2d = True
-        return self
+            self._conv2d = True
+        self._mrf_chunk = mrf_chunk
+
+    def prepare_for_inference(self, *, conv2d: bool = True, mrf_chunk: MrfChunk = 0) -> Generator:
+        """Earlier name of :meth:`for_inference`: returns the new inference-ready decoder (this one
+        is no longer changed in place; use the returned object)."""
+        return self.for_inference(conv2d=conv2d, mrf_chunk=mrf_chunk)
 
     supports_conv2d = True
 
