@@ -11,6 +11,9 @@ float32, and the difference of the output to float32's:
   frames within 40 dB of the loudest (silence sits at the log floor, where any rounding is a
   large log difference).
 
+Paths ``song`` and ``realtime`` use the shipped option (``ConversionOptions.precision``,
+``RealtimeSettings.precision``): encoder and synthesizer in the precision, f0 in float32.
+
 Precisions:
 
 * ``fp32``: the reference (the shipped inference path);
@@ -306,9 +309,37 @@ def song_case(size: str, seconds: float, device: str):
     return make, call, seconds
 
 
+def realtime_case(size: str, seconds: float, device: str):
+    """The realtime engine (``RealtimeConverter``, 0.5 s blocks, FCPE, GUI defaults otherwise)
+    streaming a vibrato voice at the model rate; output = the streamed audio."""
+    from bench_infer import prepare
+    from bench_realtime import song as voice
+
+    from inference.infer_tool import Svc
+    from inference.realtime import RealtimeConverter, RealtimeSettings
+
+    files = prepare(Path(os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_infer")))
+    os.environ["SVC_PRETRAIN_DIR"] = files["pretrain"]
+    y = voice(seconds, seed=2)
+    svc = Svc(files["g"], files["config"], device=device, cluster_model_path=None)
+
+    def make(precision: str):
+        return precision
+
+    def call(precision, _):
+        conv = RealtimeConverter(svc, RealtimeSettings(block_time=0.5, f0_predictor="fcpe", precision=precision))
+        B = conv.block_size
+        out = [conv.process(y[i:i + B]) for i in range(0, len(y) - B + 1, B)]
+        return torch.from_numpy(np.concatenate(out))
+
+    import numpy as np
+
+    return make, call, (len(y) // 22050) * 22050 / SR
+
+
 CASES: dict[str, Callable] = {"synth": synth_case, "vocoder": vocoder_case, "diffusion": diffusion_case,
-                              "encoder": encoder_case, "song": song_case}
-AUDIO_OUT = {"synth": True, "vocoder": True, "diffusion": False, "encoder": False, "song": True}
+                              "encoder": encoder_case, "song": song_case, "realtime": realtime_case}
+AUDIO_OUT = {"synth": True, "vocoder": True, "diffusion": False, "encoder": False, "song": True, "realtime": True}
 
 
 def run_path(path: str, precisions: list[str], args) -> list[dict]:
@@ -338,7 +369,7 @@ def run_path(path: str, precisions: list[str], args) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--paths", nargs="+", default=["synth", "vocoder", "diffusion", "encoder", "song"],
+    ap.add_argument("--paths", nargs="+", default=["synth", "vocoder", "diffusion", "encoder", "song", "realtime"],
                     choices=list(CASES))
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "bf16-autocast"], choices=PRECISIONS)
     ap.add_argument("--size", choices=["full", "golden"], default="full")
