@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.clean_names:
         raise SvcError("no input given: pass -n FILE [FILE ...] (names inside raw/ or paths)")
     options = from_namespace(args)  # every option checked here, once
+    if args.half and options.precision not in ("fp32", "fp16"):
+        raise SvcError(f"--half and --precision {options.precision} contradict each other: --half is float16 on "
+                       "CUDA; drop one of them")
     if options.cluster_infer_ratio != 0:
         if args.cluster_model_path == "":
             args.cluster_model_path = ("logs/44k/feature_and_index.pkl" if args.feature_retrieval

@@ -20,6 +20,7 @@ from modules.commons import rand_slice_segments_with_pitch, sequence_mask
 from modules.errors import ConfigError
 from modules.f0 import f0_to_coarse, f0_to_lf0, lf0_to_f0, normalize_f0
 from modules.modules import fold_weight_norm, inference_copy
+from modules.precision import precision_dtype, precision_name
 from vdecoder.hifigan.models import Generator as NsfHifiganGenerator
 from vdecoder.hifigan.models import MrfChunk
 from vdecoder.hifigan.sources import HarmonicSource
@@ -461,8 +462,14 @@ class SynthesizerTrn(nn.Module):
         """True for objects made by :meth:`for_inference` (no ``enc_q``, folded weights)."""
         return getattr(self, "_inference_ready", False)
 
+    @property
+    def precision(self) -> str:
+        """Compute precision of this (inference-ready) model: ``fp32``, ``bf16`` or ``fp16``
+        (fixed when :meth:`for_inference` made it; see :mod:`modules.precision`)."""
+        return precision_name(self.pre.weight.dtype)
+
     def for_inference(self, *, dtype: torch.dtype | None = None, conv2d: bool = True,
-                      mrf_chunk: MrfChunk = 0) -> SynthesizerTrn:
+                      mrf_chunk: MrfChunk = 0, precision: str | None = None) -> SynthesizerTrn:
         """A new inference-ready synthesizer made from this (loaded) one, which stays unchanged.
 
         The new object: eval mode, no gradients, no ``enc_q`` (training only), weight norm folded
@@ -472,8 +479,19 @@ class SynthesizerTrn(nn.Module):
         :func:`vdecoder.hifigan.models.chunking_pays`), cast to ``dtype`` if given (float16/bfloat16
         are GPU options). Output equals this model's up to float rounding. Unchanged tensors are
         shared, not copied. Its state dict no longer matches 4.1 files (save the loaded model).
+
+        ``precision`` (``fp32``, ``bf16``, ``fp16``; resolve ``auto`` first with
+        :func:`modules.precision.resolve_precision`, which also warns where it is not native)
+        casts the copy on any device, CPU included; the harmonic source's phase and the f0 stay
+        float32 inside (docs/compat/speed.md). Made from an inference-ready model, only the
+        precision changes (same decoder options). fp32 gives the same object as no precision.
         """
-        if dtype is not None and dtype != torch.float32 and self.pre.weight.device.type == "cpu":
+        if precision is not None:
+            want = precision_dtype(precision)
+            if dtype is not None and dtype != want:
+                raise ValueError(f"dtype {dtype} contradicts precision {precision!r}; give one of them")
+            dtype = None if want == torch.float32 else want
+        elif dtype is not None and dtype != torch.float32 and self.pre.weight.device.type == "cpu":
             raise ValueError(
                 f"{dtype} inference is a GPU option; on CPU the synthesizer runs in float32 "
                 "(leave dtype unset or move the model to a GPU first)"

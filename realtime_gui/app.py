@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.realtime import RealtimeSettings, load_settings, save_settings
+from modules.precision import PRECISIONS
 from modules.errors import SvcError
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], spea
         row("History blocks", slider("history_blocks", 1, 20, 1)),
         row("F0 predictor", sg.Combo(f0_names, default_value=s.f0_predictor, key="f0_predictor", readonly=True,
                                      enable_events=True)),
+        row("Precision (at Start)", sg.Combo(list(PRECISIONS), default_value=s.precision, key="precision",
+                                             readonly=True)),
         [sg.Checkbox("NSF-HiFiGAN enhancer", default=s.enhancer, key="enhancer", enable_events=True),
          sg.Checkbox("Feature retrieval", default=s.feature_retrieval, key="feature_retrieval")],
         [sg.Checkbox("Auto f0 prediction", default=s.auto_f0, key="auto_f0", enable_events=True),

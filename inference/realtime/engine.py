@@ -163,7 +163,9 @@ class RealtimeEngine(BlockProcessor):
         super().__init__(sample_rate=sr, hop=hop, block_frames=round(settings.block_time * sr / hop),
                          crossfade_time=settings.crossfade_time, history_blocks=settings.history_blocks,
                          max_block_frames=max_block_frames)
-        net = svc.net_g_ms
+        # the inference-ready synthesizer in the chosen precision (fp32: the loaded one)
+        self.precision = svc.resolve_precision(settings.precision)
+        net = svc.model_for(self.precision)
         self.net = net
         self.dev = svc.dev
         self.dec = net.dec
@@ -275,7 +277,7 @@ class RealtimeEngine(BlockProcessor):
         self.f0[T - f0_refresh:] = f0[-f0_refresh:]
         self.uv[T - f0_refresh:] = uv[-f0_refresh:]
         with torch.inference_mode():
-            c = svc.units(torch.from_numpy(wav).to(self.dev), T - w0)[:, -refresh:]
+            c = svc.units(torch.from_numpy(wav).to(self.dev), T - w0, self.precision)[:, -refresh:]
             if s.cluster_ratio and svc.cluster_model is not None:
                 c = svc.cluster_model.mix(c, svc.speaker_name(self.sid), self.sid, s.cluster_ratio)
             self.units[:, T - refresh:] = c.to(self.units)
@@ -316,7 +318,8 @@ class RealtimeEngine(BlockProcessor):
             mel = svc.vocoder.extract(audio[None, :], self.sample_rate)
             sid = torch.LongTensor([[self.sid]]).to(dev)
             audio = svc.diffuse(audio, mel, c_dec, f0_dec, vol_dec, sid, s.k_step, s.second_encoding, False,
-                                speedup=self.diffusion_speedup, method=s.diffusion_method)
+                                speedup=self.diffusion_speedup, method=s.diffusion_method,
+                                precision=self.precision)
         elif svc.enhancer is not None:
             audio = svc.enhance(audio, f0_dec, s.enhancer_adaptive_key)
         return audio.reshape(-1).float()
