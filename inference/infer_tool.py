@@ -481,8 +481,13 @@ class Svc:
 
     def _infer_wav(self, wav: np.ndarray, speaker: Any, options: ConversionOptions, *, frame: int = 0,
                    spk_mix: bool = False, vol: torch.Tensor | None = None, start_frame: int | None = None,
-                   use_tqdm: bool = False):
-        """One padded segment ``wav`` (float32 ``[L]``, model rate) → ``(audio, length, frames)``."""
+                   use_tqdm: bool = False, keep: tuple[int, int] | None = None):
+        """One padded segment ``wav`` (float32 ``[L]``, model rate) → ``(audio, length, frames)``.
+
+        ``keep``: the samples ``[start, stop)`` the caller keeps (the slice without its padding).
+        Where nothing post-processes the whole segment (no diffusion, enhancer or loudness
+        matching), the decoder then skips the padding beyond its receptive radius: the kept
+        samples are the same up to float rounding, the rest of ``audio`` is zero."""
         tran, f0_filter, f0_predictor = options.transpose, options.f0_filter, options.f0_predictor
         cr_threshold, k_step, seed = options.cr_threshold, options.k_step, options.seed
         second_encoding = options.second_encoding
@@ -514,10 +519,15 @@ class Svc:
                 vol = self.volume_extractor.extract(torch.from_numpy(wav).to(self.dev)[None, :])[None, :]
                 if start_frame:
                     vol = vol[:, start_frame:]
+            decode_frames = None
+            if (keep is not None and not start_frame and not self.shallow_diffusion and self.enhancer is None
+                    and loudness_envelope_adjustment == 1):
+                decode_frames = (keep[0] // self.hop_size, -(-keep[1] // self.hop_size))
             # f0 stays float32 whatever the precision (the model casts the units itself)
             audio, f0 = self.model_for(options.precision).infer(c, f0=f0, g=sid, uv=uv,
                                             predict_f0=options.auto_predict_f0,
-                                            noice_scale=options.noice_scale, vol=vol, seed=seed)
+                                            noice_scale=options.noice_scale, vol=vol, seed=seed,
+                                            decode_frames=decode_frames)
             audio = audio[0, 0].float()
             audio_mel = self.vocoder.extract(audio[None, :], self.target_sample) if self.shallow_diffusion else None
         c, f0, uv = c.float(), f0.float(), uv.float()
@@ -747,7 +757,8 @@ class Svc:
                 left, right = self._pad_amounts(n, pad)
                 wav = np.concatenate([np.zeros(left, np.float32), y_t[p.start:p.end], np.zeros(right, np.float32)])
                 with torch.inference_mode():
-                    audio, _, n_frames = self._infer_wav(wav, spk, options, frame=frame, spk_mix=use_spk_mix)
+                    audio, _, n_frames = self._infer_wav(wav, spk, options, frame=frame, spk_mix=use_spk_mix,
+                                                         keep=(left, wav.shape[0] - right))
                 frame += n_frames
                 a = audio.float().cpu().numpy()
                 del audio

@@ -22,8 +22,8 @@ from modules.f0 import f0_to_coarse, f0_to_lf0, lf0_to_f0, normalize_f0
 from modules.modules import fold_weight_norm, inference_copy
 from modules.precision import precision_dtype, precision_name
 from vdecoder.hifigan.models import Generator as NsfHifiganGenerator
-from vdecoder.hifigan.models import MrfChunk
-from vdecoder.hifigan.sources import HarmonicSource
+from vdecoder.hifigan.models import MrfChunk, receptive_radius_frames
+from vdecoder.hifigan.sources import HarmonicSource, SourceWindow
 from vdecoder.hifiganwithsnake.models import Generator as NsfSnakeHifiganGenerator
 
 log = logging.getLogger(__name__)
@@ -429,10 +429,31 @@ class SynthesizerTrn(nn.Module):
         samples away from its left edge when the source's phase is carried to frame ``i``."""
         return self.dec(z, g=g, f0=f0, source=source)
 
+    def decode_range(self, z: torch.Tensor, f0: torch.Tensor, g: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Decoder output of frames ``[start, stop)`` only (audio ``[B, 1, T·hop]``, zero outside
+        ``[start − R, stop + R)`` frames, R = the decoder's receptive radius): the same samples as
+        :meth:`decode` there, up to float rounding (the harmonic source is computed over the whole
+        slice and windowed: :class:`~vdecoder.hifigan.sources.SourceWindow`). For callers that cut
+        padding off the output (``Svc``'s slices), so the padding is not decoded. Decoders that draw
+        noise of the output's shape (the snake variant) decode whole."""
+        T = z.shape[-1]
+        radius = receptive_radius_frames(self.dec)
+        lo, hi = max(0, int(start) - radius), min(T, int(stop) + radius)
+        if (lo == 0 and hi == T) or self.dec.uv_noise or hi <= lo:
+            return self.decode(z, f0, g)
+        hop = self.dec.upp
+        source = SourceWindow(self.dec.default_source(), f0, lo)
+        gw = g[..., lo:hi] if g.shape[-1] > 1 else g
+        y = self.decode(z[..., lo:hi], f0[:, lo:hi], gw, source=source)
+        out = y.new_zeros(y.shape[0], 1, T * hop)
+        out[..., lo * hop:hi * hop] = y
+        return out
+
     @torch.no_grad()
     def infer(self, c: torch.Tensor, f0: torch.Tensor, uv: torch.Tensor, g: torch.Tensor | None = None,
               noice_scale: float = 0.35, seed: int = 52468, predict_f0: bool = False,
-              vol: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              vol: torch.Tensor | None = None,
+              decode_frames: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Convert units + f0 to audio (spec §6.7).
 
         Args:
@@ -440,7 +461,9 @@ class SynthesizerTrn(nn.Module):
             (or ``[T, n_spk]`` weights after :meth:`EnableCharacterMix`); noice_scale: prior
             noise scale (``noice_scale`` is 4.1's spelling); seed: ``torch.manual_seed`` is
             called with it first, so the same seed gives the same audio; predict_f0: replace f0
-            by the F0 decoder's prediction; vol: ``[1, T]`` loudness (``vol_embedding`` models).
+            by the F0 decoder's prediction; vol: ``[1, T]`` loudness (``vol_embedding`` models);
+            decode_frames: ``(start, stop)`` frames the caller keeps: the decoder skips what lies
+            beyond its receptive radius of them, which is zero in the output (:meth:`decode_range`).
         Returns:
             ``(audio [1, 1, T·hop] float32, f0 used [1, T])``.
         Random draws: enc_p ε ``[1, inter, T]``, then the sine phases ``[1, 9]``.
@@ -454,7 +477,10 @@ class SynthesizerTrn(nn.Module):
         m_p, logs_p = self.prior(x, x_mask, f0)
         z_p = self.sample(m_p, logs_p, x_mask, noise_scale=noice_scale)
         z = self.flow_inverse(z_p, x_mask, g)
-        o = self.decode(z * x_mask, f0, g)
+        if decode_frames is None:
+            o = self.decode(z * x_mask, f0, g)
+        else:
+            o = self.decode_range(z * x_mask, f0, g, *decode_frames)
         return o.float(), f0
 
     @property

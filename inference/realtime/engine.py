@@ -22,7 +22,6 @@ The synthesis itself is the synthesizer's stages (``embed`` â†’ ``predict_f0`` â
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from inference.realtime.settings import RealtimeSettings
 from inference.realtime.sola import BlockProcessor
 from modules.errors import ConfigError, SvcError
+from vdecoder.hifigan.models import receptive_radius_frames as decoder_radius_frames
 from vdecoder.hifigan.sources import FrameRateSource
 
 log = logging.getLogger(__name__)
@@ -116,28 +116,6 @@ class SinePhase:
         self.f0 = np.asarray(f0, dtype=np.float32).copy()
         self.offset = torch.from_numpy(self.phase / self.upp).float()
         return self.offset
-
-
-def decoder_radius_frames(dec) -> int:
-    """Frames of z / f0 on each side that influence a decoder output sample (NSF-HiFiGAN).
-
-    conv_pre (kernel 7) reaches 3 frames; each upsampling stage adds ceil(k/u) input samples of
-    its transposed conv and the widest residual block's reach at the new rate; conv_post adds 3
-    samples. The snake variant's anti-aliasing filters add 6 samples at every stage. +2 frames slack.
-    """
-    h = dec.h
-    key = str(h["resblock"])
-    n_dil = 3 if key == "1" else 2
-    mrf = max(sum((k - 1) // 2 * d for d in dil[:n_dil]) + (n_dil * ((k - 1) // 2) if key == "1" else 0)
-              for k, dil in zip(h["resblock_kernel_sizes"], h["resblock_dilation_sizes"]))
-    snake = 6 if hasattr(dec, "snakes") else 0
-    reach, rate = 3.0, 1
-    for u, k in zip(h["upsample_rates"], h["upsample_kernel_sizes"]):
-        reach += (math.ceil(k / u) + snake) / rate
-        rate *= int(u)
-        reach += (mrf + snake * n_dil * 2) / rate
-    reach += (3 + snake) / rate
-    return math.ceil(reach) + 2
 
 
 class RealtimeEngine(BlockProcessor):
