@@ -170,7 +170,7 @@ def make_legacy(svc, f0p: str):
 
 
 def child(args) -> None:
-    if args.pipeline == "ours":
+    if args.pipeline.startswith("ours"):
         from modules.runtime import exec_with_huge_pages
 
         exec_with_huge_pages()  # as inference_main.py does
@@ -184,7 +184,7 @@ def child(args) -> None:
     from modules import runtime
     from modules.audio import save_audio
 
-    if args.pipeline == "ours":  # as inference_main.py's profile; 4.1 had no memory bounds (glibc/oneDNN defaults)
+    if args.pipeline.startswith("ours"):  # as inference_main.py's profile; 4.1 had no memory bounds (glibc/oneDNN defaults)
         runtime.bound_native_memory()
     t0 = time.perf_counter()
     svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None)
@@ -196,13 +196,14 @@ def child(args) -> None:
     from peak_rss import peak_rss_mb, reset_peak
 
     reset_peak()
-    sections = time_sections(svc, args.f0) if args.sections else None
+    sections = time_sections(svc, args.f0) if args.sections and args.pipeline != "ours-bf16" else None
     tiled = args.tiled and args.seconds == 300
     path = files["songs"][str(args.seconds) + ("tiled" if tiled else "")]
     c0, t1 = time.process_time(), time.perf_counter()
     if args.pipeline != "41":
+        extra = {"precision": "bf16"} if args.pipeline == "ours-bf16" else {}
         out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False,
-                                  on_slice_done=runtime.release_free_memory)
+                                  on_slice_done=runtime.release_free_memory, **extra)
     else:
         out = legacy_slice_inference(svc, path, "a", args.f0)
     wall, cpu = time.perf_counter() - t1, time.process_time() - c0
@@ -271,7 +272,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, nargs="+", default=[60, 300], choices=[20, 60, 300],
                     help="song length (20 s: a quick profile)")
     ap.add_argument("--f0", nargs="+", default=["rmvpe", "fcpe"])
-    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "41"])
+    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "ours-bf16", "41"],
+                    help="ours-bf16: ours with --precision bf16")
     ap.add_argument("--isa", choices=["native", "avx2"], default="native",
                     help="avx2: cap oneDNN/ATen at AVX2, as on a desktop CPU (see the module docstring)")
     ap.add_argument("--tiled", action="store_true",
@@ -317,9 +319,9 @@ def main() -> None:
                       f"(loading {r['rss_after_load_mb']} MB, converting {r['conversion_peak_rss_mb']} MB)", flush=True)
     by = {(r["pipeline"], r["f0"], r["seconds"]): r for r in results}
     for (p, f0, s), r in by.items():
-        if p == "ours" and ("41", f0, s) in by:
+        if p.startswith("ours") and ("41", f0, s) in by:
             o = by[("41", f0, s)]
-            print(f"speed-up {f0} {s}s: wall {o['wall_s'] / r['wall_s']:.2f}x, cpu {o['cpu_s'] / r['cpu_s']:.2f}x; "
+            print(f"speed-up {p} vs 4.1, {f0} {s}s: wall {o['wall_s'] / r['wall_s']:.2f}x, cpu {o['cpu_s'] / r['cpu_s']:.2f}x; "
                   f"peak RSS {o['peak_rss_mb']} → {r['peak_rss_mb']} MB")
 
 
