@@ -22,7 +22,7 @@ from modules.errors import SvcError
 log = logging.getLogger(__name__)
 
 TITLE = "so-vits-svc 4.1 realtime"
-READOUT_KEYS = ("latency", "compute", "status")
+READOUT_KEYS = ("latency", "compute", "compute_warning", "status")
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(RealtimeSettings)}
 #: Warn when the median compute time of the recent blocks reaches this share of the block length:
 #: above it, a slower block (another program, a louder passage with more voiced frames) drops out.
@@ -31,7 +31,7 @@ COMPUTE_WARNING_BLOCKS = 10  # recent blocks the median is taken over
 
 
 def compute_warning(times, block_seconds: float) -> str | None:
-    """A warning for the status line when blocks take ≥ :data:`COMPUTE_WARNING_SHARE` of the block
+    """A warning (shown under the readout) when blocks take ≥ :data:`COMPUTE_WARNING_SHARE` of the block
     length (median of the last :data:`COMPUTE_WARNING_BLOCKS` compute times, seconds), else None."""
     recent = sorted(list(times)[-COMPUTE_WARNING_BLOCKS:])
     if not recent or block_seconds <= 0:
@@ -118,6 +118,7 @@ def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], spea
          sg.Button("Save settings", key="save"), sg.Button("Load settings", key="load")],
         [sg.Text("Latency:"), sg.Text("—", key="latency", size=(34, 1)),
          sg.Text("Compute per block:"), sg.Text("—", key="compute", size=(26, 1))],
+        [sg.Text("", key="compute_warning", size=(100, 1), text_color="orange")],
         [sg.Text("", key="status", size=(100, 2))],
     ]
     return [[model], [devices], [sg.Column([[normal], [perf]]), sg.Column([[diff]], vertical_alignment="top")],
@@ -248,13 +249,7 @@ class RealtimeApp:
         load = compute / conv.block_seconds if conv.block_seconds else 0.0
         self.window["compute"].update(f"{1000 * compute:.0f} ms of {1000 * conv.block_seconds:.0f} ms "
                                       f"({100 * load:.0f} %)")
-        warning = compute_warning(conv.compute_times, conv.block_seconds)
-        if warning is not None:
-            self.status(warning)
-            self._compute_warned = True
-        elif getattr(self, "_compute_warned", False):
-            self.status("running")
-            self._compute_warned = False
+        self.window["compute_warning"].update(compute_warning(conv.compute_times, conv.block_seconds) or "")
         if stream is not None and stream.error is not None:
             err = stream.error
             self.stop()
