@@ -43,8 +43,10 @@ def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None,
     key = ("mel", sr, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax), htk, dtype, str(device))
     t = _tensor_cache.get(key)
     if t is None:
-        t = torch.from_numpy(_mel_basis_np(sr, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax), htk))
-        t = t.to(dtype=dtype, device=device)
+        with torch.inference_mode(False):  # cached: a normal tensor, usable in training later
+            t = torch.from_numpy(_mel_basis_np(sr, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax),
+                                               htk))
+            t = t.to(dtype=dtype, device=device)
         _tensor_cache[key] = t
     return t
 
@@ -54,7 +56,10 @@ def hann_window(win_size: int, *, dtype: torch.dtype = torch.float32, device: to
     key = ("hann", win_size, dtype, str(device))
     t = _tensor_cache.get(key)
     if t is None:
-        t = torch.hann_window(win_size).to(dtype=dtype, device=device)
+        # A normal tensor even when first asked for under torch.inference_mode(): an inference
+        # tensor in the cache would break a later training STFT ("cannot be saved for backward").
+        with torch.inference_mode(False):
+            t = torch.hann_window(win_size).to(dtype=dtype, device=device)
         _tensor_cache[key] = t
     return t
 
