@@ -1,6 +1,11 @@
 """Convert songs with a trained so-vits-svc 4.1 model (4.1's ``inference_main.py``, same flags).
 
     python inference_main.py -m logs/44k/G_30400.pth -c logs/44k/config.json -n song.wav -t 0 -s speaker
+    python inference_main.py -m voice.svc.safetensors -n song.wav -t 0 -s speaker
+
+A ``.svc.safetensors`` model file (``export_model.py``) carries its config, speakers and optional
+cluster / index and diffusion parts, so ``-c`` is not given with it; ``-cm`` / ``-dm`` + ``-dc``
+still override its parts.
 
 Inputs are names inside ``raw/`` or any path (wav, flac, ogg, mp3, ... at any rate, mono or
 stereo); each is converted for every speaker given and written to ``results/`` (see
@@ -14,6 +19,11 @@ import sys
 
 from modules.cli import run_main
 
+# 4.1's defaults of -c and -dm, used when the model is a G_*.pth checkpoint (with a model file,
+# -c is not used and -dm defaults to the file's own diffusion part).
+DEFAULT_CONFIG = "logs/44k/config.json"
+DEFAULT_DIFFUSION_MODEL = "logs/44k/diffusion/model_0.pt"
+
 
 # 4.1 flags that are not conversion options (model, files, device); the conversion options' flags
 # (-t, -sd, -cr, -a, -ns, -p, -cl, -lg, -lgr, -f0p, -eak, -ft, -ks, -usm, -se, -lea, ...) are
@@ -25,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="so-vits-svc 4.1 inference: convert audio files to a target voice")
     g = p.add_argument_group("model and files")
     # Required in practice (4.1 had one author's file and speaker as defaults).
-    g.add_argument("-m", "--model_path", type=str, default="logs/44k/G_37600.pth", help="generator checkpoint G_*.pth")
-    g.add_argument("-c", "--config_path", type=str, default="logs/44k/config.json", help="the model's config.json")
+    g.add_argument("-m", "--model_path", type=str, default="logs/44k/G_37600.pth",
+                   help="generator checkpoint G_*.pth, or a .svc.safetensors model file (then no -c)")
+    g.add_argument("-c", "--config_path", type=str, default=None,
+                   help=f"the checkpoint's config.json (default {DEFAULT_CONFIG}, else the config a checkpoint written by "
+                        "this project's train.py carries; not used with a model file)")
     g.add_argument("-n", "--clean_names", type=str, nargs="+", default=None,
                    help="input files: names inside raw/ or paths (required)")
     g.add_argument("-s", "--spk_list", type=str, nargs="+", default=None,
@@ -40,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shallow diffusion (switches the enhancer off)")
     g.add_argument("-fr", "--feature_retrieval", action="store_true", default=False,
                    help="use feature retrieval (index) instead of k-means; -cm/-cr then apply to the index")
-    g.add_argument("-dm", "--diffusion_model_path", type=str, default="logs/44k/diffusion/model_0.pt",
-                   help="diffusion model")
+    g.add_argument("-dm", "--diffusion_model_path", type=str, default=None,
+                   help=f"diffusion model (default: the model file's, else {DEFAULT_DIFFUSION_MODEL})")
     g.add_argument("-dc", "--diffusion_config_path", type=str, default="logs/44k/diffusion/config.yaml",
                    help="diffusion config")
     g.add_argument("-od", "--only_diffusion", action="store_true", default=False,
@@ -56,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _carries_config(model_path: str) -> bool:
+    """Whether ``model_path`` is a G checkpoint that stores its own config (written by our trainer)."""
+    from pathlib import Path
+
+    if not Path(model_path).is_file():
+        return False  # reported by the checks below, with the path
+    from modules.checkpoint import config_from_checkpoint
+    from modules.errors import SvcError
+
+    try:
+        return config_from_checkpoint(model_path) is not None
+    except SvcError:
+        return False  # not a readable checkpoint: the model check below says why
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from modules.runtime import apply_inference_profile
@@ -66,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pathlib import Path
 
-    from inference.batch import Job, preflight, read_diffusion_speakers, read_model_speakers
+    from inference.batch import (Job, model_file_metadata, preflight, read_diffusion_speakers,
+                                 read_model_file_speakers, read_model_speakers)
     from inference.options import from_namespace
     from modules.errors import SvcError
 
@@ -76,14 +105,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.half and options.precision not in ("fp32", "fp16"):
         raise SvcError(f"--half and --precision {options.precision} contradict each other: --half is float16 on "
                        "CUDA; drop one of them")
-    if options.cluster_infer_ratio != 0:
+    # A .svc.safetensors model file: its header is checked now (a disguised pickle is refused
+    # here, unread), and says which optional parts it holds.
+    file_meta = model_file_metadata(args.model_path, args.config_path, diffusion_model_path=args.diffusion_model_path,
+                                    diffusion=args.shallow_diffusion or args.only_diffusion,
+                                    only_diffusion=args.only_diffusion)
+    if file_meta is None and args.config_path is None:
+        # 4.1's default config.json when it exists; else the config a checkpoint of ours carries
+        if args.only_diffusion or Path(DEFAULT_CONFIG).is_file() or not _carries_config(args.model_path):
+            args.config_path = DEFAULT_CONFIG
+            if not args.only_diffusion and not Path(DEFAULT_CONFIG).is_file() and Path(args.model_path).is_file():
+                raise SvcError(f"no -c given, {DEFAULT_CONFIG} does not exist and {args.model_path} carries no "
+                               "config of its own (a 4.1 checkpoint): pass the model's config.json with -c")
+    if args.diffusion_model_path is None and file_meta is None:
+        args.diffusion_model_path = DEFAULT_DIFFUSION_MODEL
+    if options.cluster_infer_ratio != 0 and not (file_meta and file_meta.get("cluster")
+                                                 and args.cluster_model_path == ""):
         if args.cluster_model_path == "":
             args.cluster_model_path = ("logs/44k/feature_and_index.pkl" if args.feature_retrieval
                                        else "logs/44k/kmeans_10000.pt")
         if not Path(args.cluster_model_path).is_file():
             raise SvcError(f"{args.cluster_model_path}: {'feature index' if args.feature_retrieval else 'k-means model'} "
                            "not found; pass it with -cm, or set -cr 0")
-    else:
+    elif options.cluster_infer_ratio == 0:
         args.cluster_model_path = ""
 
     speakers = args.spk_list
@@ -101,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             speakers = [spk_mix_map]
     # The model's speaker table from its config and checkpoint shapes only (no model is built).
-    table = (read_diffusion_speakers(args.diffusion_config_path) if args.only_diffusion
-             else read_model_speakers(args.model_path, args.config_path))
+    if file_meta is not None:
+        table = read_model_file_speakers(args.model_path, diffusion=args.only_diffusion)
+    elif args.only_diffusion:
+        table = read_diffusion_speakers(args.diffusion_config_path)
+    else:
+        table = read_model_speakers(args.model_path, args.config_path)
     if not options.use_spk_mix and not speakers:
         raise SvcError("no speaker given: pass -s NAME [NAME ...]; this model's speakers: "
                        + (", ".join(table.spk2id) or "(none)"))
@@ -113,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     from inference.batch import convert_files
     from inference.infer_tool import Svc
 
-    svc = Svc(args.model_path, args.config_path, device=args.device, cluster_model_path=args.cluster_model_path,
+    svc = Svc(args.model_path, None if file_meta is not None else args.config_path, device=args.device,
+              cluster_model_path=args.cluster_model_path,
               nsf_hifigan_enhance=args.enhance, diffusion_model_path=args.diffusion_model_path,
               diffusion_config_path=args.diffusion_config_path, shallow_diffusion=args.shallow_diffusion,
               only_diffusion=args.only_diffusion, spk_mix_enable=options.use_spk_mix,

@@ -20,9 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--model_name", type=str, default=None,
                    help="model folder under checkpoints/ holding model.pth and config.json; also the name in the "
                         "descriptor (default: TransformerFlow, or taken from --output <name>_SoVits.onnx)")
-    p.add_argument("--model_path", type=str, default=None, help="model file (default: checkpoints/<name>/model.pth)")
+    p.add_argument("--model_path", type=str, default=None,
+                   help="model file: G_*.pth or a .svc.safetensors model file (default: checkpoints/<name>/model.pth, "
+                        "else checkpoints/<name>/model.svc.safetensors)")
     p.add_argument("--config_path", type=str, default=None,
-                   help="config file (default: checkpoints/<name>/config.json)")
+                   help="config file (default: checkpoints/<name>/config.json; not used with a .svc.safetensors model)")
     p.add_argument("--output", type=str, default=None,
                    help="ONNX file to write (default: checkpoints/<name>/<name>_SoVits.onnx)")
     p.add_argument("--descriptor", type=str, default=None,

@@ -14,6 +14,15 @@ pairs of ``--val-seconds`` at 44.1 kHz (the real clips' analyses cached after th
 in a run), per validation pass. With ``--train-step`` the 4.1 default training step
 (``training.loop.train_step``, bench/bench_train.py's batch) is timed in the same process, and the
 overhead of scoring once every ``--eval-interval`` steps is printed as a share of training time.
+
+Part 3, ``--webui``: the web UI's result panel against the conversion it follows. A full-size
+random-weight model (bench/bench_infer.py's: vec768l12 at real size, 4.1 default synthesizer)
+converts bench_infer's 60 s synthetic song with the web UI's defaults (``webui.callbacks.convert_file``);
+then ``webui.scores.result_panel`` is timed on that result with the score models already loaded:
+spectrogram only (score off), and spectrogram + scores with three 10 s target references, for
+each ``--panel-f0p`` predictor: for a new input (input analysis and reference embedding not
+cached; the references are still embedded, as on a page's first conversion for a speaker) and
+for the same input converted again (both cached).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from eval_helpers import sung  # noqa: E402
 from evaluation.analysis import ANALYSIS_SR, Analyzer, load_for_analysis  # noqa: E402
 from evaluation.runner import EvalOptions, EvalPair, evaluate  # noqa: E402
 from evaluation.speaker import embed_utterance  # noqa: E402
-from evaluation.training import ValidationScorer, score_validation  # noqa: E402
+from evaluation.training import ValidationHook, ValidationScorer, score_validation  # noqa: E402
 from modules.audio import resample, save_audio  # noqa: E402
 
 SR = 44100
@@ -95,6 +104,18 @@ def bench_training(args) -> None:
     wall, cpu = timed(lambda: score_validation(items, DATA, scorer=scorer), args.repeat)
     print(f"score_validation(): {args.val_items} items × {args.val_seconds:.0f} s: {wall:.2f} s wall, {cpu:.2f} s CPU "
           f"per validation pass ({wall / args.val_items:.2f} s wall per item)")
+    # what train.py runs per pass: the hook (scores + val/* scalars + best.json)
+    with tempfile.TemporaryDirectory() as tmp:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(tmp)
+        hook = ValidationHook(DATA, tmp, device="cpu")
+        hook.scorer = scorer
+        steps = iter(range(0, 10**9, args.eval_interval))
+        wall, cpu = timed(lambda: hook(items, next(steps), writer=writer), args.repeat)
+        writer.close()
+    print(f"ValidationHook (train.py's call: scores, val/* scalars, best.json): {wall:.2f} s wall, {cpu:.2f} s CPU "
+          "per validation pass")
     if not args.train_step:
         return
     import bench_train
@@ -117,6 +138,47 @@ def bench_training(args) -> None:
           f"{100 * e_cpu / span_cpu:.3f} % CPU of the training time")
 
 
+def bench_webui(args, tmp: Path) -> None:
+    import os
+
+    import bench_infer
+    from webui import callbacks as cb
+    from webui.scores import ConversionScorer, result_panel
+
+    files = bench_infer.prepare(Path(os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_infer")))
+    os.environ["SVC_PRETRAIN_DIR"] = files["pretrain"]
+    svc, _ = cb.load_model(model_path=files["g"], config_path=files["config"], device="cpu")
+    song = files["songs"][60]
+    options = cb.web_defaults()
+    short = tmp / "short.wav"
+    save_audio(short, clip44k(3.0, seed=5), SR)
+    cb.convert_file(svc, short, "a", options, results_dir=tmp)  # warm-up
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = cb.convert_file(svc, song, "a", options, results_dir=tmp)
+    conv_wall, conv_cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"web UI conversion of the 60 s song (defaults: f0 {options.f0_predictor}, full-size random model, CPU): "
+          f"{conv_wall:.1f} s wall, {conv_cpu:.1f} s CPU")
+    refs = tmp / "refs"
+    refs.mkdir()
+    for i in range(3):
+        save_audio(refs / f"{i}.wav", clip44k(10.0, voice="baritone", seed=20 + i), SR)
+    wall, cpu = timed(lambda: result_panel(song, result.path, speaker="a", score=False), args.repeat)
+    print(f"  spectrogram only: {wall:.2f} s wall, {cpu:.2f} s CPU = {100 * cpu / conv_cpu:.1f} % of the "
+          "conversion's CPU")
+    for f0p in args.panel_f0p:
+        scorer = ConversionScorer(f0_predictor=f0p)
+        run = lambda: result_panel(song, result.path, speaker="a", score=True, scorer=scorer,  # noqa: E731
+                                   uploads=[refs], device="cpu")
+        run()  # loads the score models and embeds the references once, as the page's first scored conversion
+        wall, cpu = timed(lambda: (scorer.clear_cache(), run()), args.repeat)
+        print(f"  spectrogram + scores (f0 {f0p}), new input: {wall:.2f} s wall, {cpu:.2f} s CPU = "
+              f"{100 * cpu / conv_cpu:.1f} % of the conversion's CPU ({100 * wall / conv_wall:.1f} % wall)")
+        run()  # references embedded again after the clear
+        wall, cpu = timed(run, args.repeat)
+        print(f"  spectrogram + scores (f0 {f0p}), same input converted again: {wall:.2f} s wall, {cpu:.2f} s CPU = "
+              f"{100 * cpu / conv_cpu:.1f} % of the conversion's CPU ({100 * wall / conv_wall:.1f} % wall)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="length of the evaluated pair (s)")
@@ -128,11 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-interval", type=int, default=800, help="4.1's default eval_interval")
     p.add_argument("--train-step", action="store_true", help="also time a training step (≈3 GB RAM)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps")
+    p.add_argument("--train-only", action="store_true", help="skip part 1 (evaluate.py's metric set)")
+    p.add_argument("--webui", action="store_true", help="only part 3: the web UI's result panel vs its conversion")
+    p.add_argument("--panel-f0p", nargs="+", default=["fcpe", "pm"], help="part 3: pitch trackers to time")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.webui:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_webui(args, Path(tmp))
+        return 0
     print(f"{args.threads} thread(s), CPU, F0 predictor {args.f0p}")
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_cli(args, Path(tmp))
+    if not args.train_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_cli(args, Path(tmp))
     bench_training(args)
     return 0
 

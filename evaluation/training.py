@@ -3,7 +3,14 @@
 At every ``eval_interval`` the training loop already runs ``generator.infer`` on each validation
 item (``training.loop.evaluate``). Handing the (real, generated, speaker) triples to
 :func:`score_validation` gives scalars for TensorBoard; :func:`update_best` keeps ``best.json``
-beside the checkpoints, naming the step with the lowest *validation score*::
+beside the checkpoints, naming the step with the lowest *validation score*. The training loop
+does all three through :class:`ValidationHook` (one call per ``eval_interval``)::
+
+    hook = ValidationHook(hps.data, model_dir, device=device)   # once per run, rank 0
+    ...
+    hook(items, global_step, writer=writer_eval, checkpoint=f"G_{global_step}.pth")
+
+which amounts to::
 
     scorer = ValidationScorer(hps.data)                       # once (loads FCPE + speaker encoder)
     ...
@@ -55,6 +62,7 @@ log = logging.getLogger(__name__)
 SCORE_WEIGHTS = {"mel_l1": 1.0, "f0_rmse_cents": 0.01, "spk_sim": 2.0}
 SCORE_FORMULA = "mel_l1 + 0.01 * f0_rmse_cents + 2 * (1 - spk_sim)  (lower is better)"
 SCORE_KEYS = ("mel_l1", "f0_rmse_cents", "vuv_f1", "spk_sim", "score")
+BEST_JSON = "best.json"   # beside the checkpoints (logs/44k/best.json)
 
 AudioLike = torch.Tensor | np.ndarray
 ValidationItem = tuple[AudioLike, AudioLike, Hashable]   # (real y, generated ŷ, speaker id or name)
@@ -265,3 +273,58 @@ def update_best(best_json_path: str | os.PathLike, step: int, scores: Mapping[st
            "history": history}
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     return best is not None and best["step"] == int(step)
+
+
+class ValidationHook:
+    """What the training loop calls once per ``eval_interval`` (rank 0), after ``infer`` on the
+    validation items: score them, log ``val/<name>`` scalars, update ``best.json``. Build it once
+    per run; the scorer (F0 predictor + speaker encoder) loads on the first pass.
+
+    Never stops training: a scorer that cannot load (missing encoder weights) logs one warning and
+    switches the hook off for the run; a pass that fails logs a warning and is skipped.
+
+    Args:
+        data_config: ``hps.data``.
+        model_dir: the run's folder (``logs/44k``); ``best.json`` goes there, beside the checkpoints.
+        device: where the scorer runs (the training device; ``None``: CUDA when available).
+        f0_predictor: pitch tracker of the scores (default ``fcpe``).
+    """
+
+    def __init__(self, data_config: Any, model_dir: str | os.PathLike, *, device: str | torch.device | None = None,
+                 f0_predictor: str = DEFAULT_F0_PREDICTOR) -> None:
+        self.data_config = data_config
+        self.best_json = Path(model_dir) / BEST_JSON
+        self.device = device
+        self.f0_predictor = f0_predictor
+        self.scorer: ValidationScorer | None = None
+        self.disabled = ""   # why the hook is off for this run ("" = on)
+
+    def __call__(self, items: Iterable[ValidationItem], step: int, *, writer: Any = None,
+                 checkpoint: str | None = None) -> dict[str, float] | None:
+        """Score one pass at ``step``; return the scores, or ``None`` when scoring is off or failed.
+
+        ``items``: ``(y, ŷ, speaker)`` per validation clip (see :func:`score_validation`);
+        ``writer``: a TensorBoard ``SummaryWriter`` (``add_scalar``) or ``None``; ``checkpoint``:
+        the file saved at this step (recorded in ``best.json``).
+        """
+        if self.disabled:
+            return None
+        try:
+            if self.scorer is None:
+                self.scorer = ValidationScorer(self.data_config, f0_predictor=self.f0_predictor, device=self.device)
+        except Exception as e:  # noqa: BLE001 - scores are an extra; training goes on without them
+            self.disabled = str(e)
+            log.warning("validation scores are off for this run: %s", e)
+            return None
+        try:
+            scores = score_validation(items, self.data_config, scorer=self.scorer)
+            if writer is not None:
+                for name, value in scores.items():
+                    writer.add_scalar(f"val/{name}", value, step)
+            best = update_best(self.best_json, step, scores, checkpoint=checkpoint)
+        except Exception as e:  # noqa: BLE001 - a failed pass must not stop a long run
+            log.warning("validation scores at step %d failed (%s: %s); training goes on", step, type(e).__name__, e)
+            return None
+        log.info("validation scores at step %d: %s%s", step,
+                 ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), " (best so far)" if best else "")
+        return scores

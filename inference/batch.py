@@ -128,7 +128,7 @@ class ModelSpeakers:
                        f"{', '.join(self.spk2id) or '(none)'} ({self.source})")
 
 
-def read_model_speakers(model_path: str | os.PathLike, config_path: str | os.PathLike) -> ModelSpeakers:
+def read_model_speakers(model_path: str | os.PathLike, config_path: str | os.PathLike | None) -> ModelSpeakers:
     """The speaker table of a SoVITS model from its config and the checkpoint's tensor shapes.
 
     The checkpoint is memory-mapped and only ``emb_g.weight``'s shape (and a ``spk`` map, where
@@ -138,7 +138,13 @@ def read_model_speakers(model_path: str | os.PathLike, config_path: str | os.Pat
     from modules.checkpoint import torch_load
     from modules.hparams import get_hparams_from_file
 
-    hps = get_hparams_from_file(config_path, infer_mode=True)
+    if config_path is None:  # the config stored inside the checkpoint (our trainer writes one)
+        from inference.infer_tool import config_carried_by
+
+        hps = config_carried_by(model_path)
+        config_path = f"{model_path} (stored config)"
+    else:
+        hps = get_hparams_from_file(config_path, infer_mode=True)
     spk2id = dict(hps.get("spk") or {})
     try:
         ckpt = torch_load(model_path, what="so-vits-svc checkpoint", mmap=True)
@@ -161,6 +167,44 @@ def read_model_speakers(model_path: str | os.PathLike, config_path: str | os.Pat
         raise ConfigError(f"{config_path}: speaker map {spk2id} differs from the one stored in {model_path} "
                           f"({dict(file_map)}); use the config.json the model was trained with")
     return ModelSpeakers(spk2id, n, str(config_path))
+
+
+def model_file_metadata(model_path: str | os.PathLike, config_path: str | os.PathLike | None, *,
+                        diffusion_model_path: str | os.PathLike | None, diffusion: bool,
+                        only_diffusion: bool = False) -> dict[str, Any] | None:
+    """The checked metadata when ``model_path`` is a ``.svc.safetensors`` model file (header only,
+    nothing unpickled), else None. Raises when a config is given with it, or when diffusion is
+    asked for (``diffusion``) with no ``-dm`` and the file holds no diffusion model."""
+    from modelfile import is_model_file, read_info
+
+    if not is_model_file(model_path) or (only_diffusion and diffusion_model_path):
+        return None
+    meta = read_info(model_path).metadata
+    if config_path is not None and not only_diffusion:
+        raise SvcError(f"{model_path} is a model file that carries its own config; drop -c {config_path}")
+    if diffusion and diffusion_model_path is None and not meta.get("diffusion"):
+        raise SvcError(f"{model_path} holds no diffusion model; pass one with -dm and -dc")
+    return meta
+
+
+def read_model_file_speakers(path: str | os.PathLike, *, diffusion: bool = False) -> ModelSpeakers:
+    """The speaker table of a ``.svc.safetensors`` model file from its header alone (no tensor
+    data, no pickle): the metadata's speaker map and the rows of the stored speaker embedding
+    (``diffusion``: the stored diffusion config's map). Malformed or disguised files raise here,
+    before any model loads."""
+    from modelfile import read_info
+    from modelfile.format import PART_PREFIXES
+
+    header = read_info(path)
+    meta = header.metadata
+    if diffusion:
+        d = meta.get("diffusion")
+        if not d:
+            raise CheckpointError(f"{path}: this model file holds no diffusion model; pass one with -dm/-dc")
+        n = (d["config"].get("model") or {}).get("n_spk")
+        return ModelSpeakers(dict(d["config"].get("spk") or {}), int(n) if n else None, f"{path} (diffusion)")
+    emb = header.tensors.get(PART_PREFIXES["synthesizer"] + "emb_g.weight")
+    return ModelSpeakers(dict(meta["speakers"]), int(emb["shape"][0]) if emb else None, str(path))
 
 
 def read_diffusion_speakers(config_path: str | os.PathLike) -> ModelSpeakers:

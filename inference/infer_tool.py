@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 ENCODER_RATE = 16000         # Hz: every speech encoder reads 16 kHz audio
 SLICER_MIN_LEN_MS = 5000     # 4.1's slicer min_length at inference
 MIN_SEGMENT_SECONDS = 0.1    # shortest padded segment sent to the models (see _pad_amounts)
+# 4.1's default locations of the optional parts. With a .svc.safetensors model file these mean
+# "not given": the file's own cluster / diffusion part is used when it has one.
+DEFAULT_CLUSTER_MODEL_PATH = "logs/44k/kmeans_10000.pt"
+DEFAULT_DIFFUSION_MODEL_PATH = "logs/44k/diffusion/model_0.pt"
 
 
 class F0FilterException(SvcError):
@@ -136,17 +140,34 @@ class _Piece:
         return self.end - self.start
 
 
+def config_carried_by(net_g_path: str | os.PathLike) -> Any:
+    """The inference config stored inside a G checkpoint written by this project's trainer (key
+    ``config``); a 4.1 checkpoint carries none, so it needs its ``config.json``."""
+    from modules.checkpoint import config_from_checkpoint
+    from modules.hparams import hparams_from_dict
+
+    config = config_from_checkpoint(net_g_path)
+    if config is None:
+        raise SvcError(f"{net_g_path} carries no config (a 4.1 checkpoint or one from another tool): "
+                       "pass its config.json with -c / config_path")
+    return hparams_from_dict(config, source=f"{net_g_path} (stored config)", infer_mode=True)
+
+
 class Svc:
     """The offline conversion pipeline (4.1 ``inference.infer_tool.Svc``).
 
     Args:
-        net_g_path: SoVITS generator checkpoint (``G_*.pth``, also compressed / mixed files).
-        config_path: its ``config.json``.
+        net_g_path: SoVITS generator checkpoint (``G_*.pth``, also compressed / mixed files), or a
+            ``.svc.safetensors`` model file (see :mod:`modelfile`), which carries its config,
+            speakers and optionally a cluster / index and a diffusion model.
+        config_path: the checkpoint's ``config.json``; None with a model file.
         device: ``None``/"auto" (CUDA if available), "cpu", "cuda", "cuda:N".
         cluster_model_path: k-means file (``kmeans_10000.pt``) or, with ``feature_retrieval``,
-            the feature index (``feature_and_index.pkl``); loaded if it exists.
+            the feature index (``feature_and_index.pkl``); loaded if it exists. With a model file
+            holding a cluster part, the default / None / "" mean "the file's part".
         nsf_hifigan_enhance: run the NSF-HiFiGAN enhancer after the synthesizer (not with diffusion).
-        diffusion_model_path, diffusion_config_path: shallow-diffusion model and its YAML.
+        diffusion_model_path, diffusion_config_path: shallow-diffusion model and its YAML (with a
+            model file holding a diffusion part, the default / None mean "the file's part").
         shallow_diffusion: refine the SoVITS output with the diffusion model.
         only_diffusion: no SoVITS model; the diffusion model converts the input directly.
         spk_mix_enable: allow per-frame speaker mixing (``slice_inference(use_spk_mix=True)``).
@@ -158,9 +179,9 @@ class Svc:
 
     def __init__(self, net_g_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None, *,
                  device: Any = None,
-                 cluster_model_path: str | os.PathLike | None = "logs/44k/kmeans_10000.pt",
+                 cluster_model_path: str | os.PathLike | None = DEFAULT_CLUSTER_MODEL_PATH,
                  nsf_hifigan_enhance: bool = False,
-                 diffusion_model_path: str | os.PathLike = "logs/44k/diffusion/model_0.pt",
+                 diffusion_model_path: str | os.PathLike | None = DEFAULT_DIFFUSION_MODEL_PATH,
                  diffusion_config_path: str | os.PathLike = "configs/diffusion.yaml",
                  shallow_diffusion: bool = False,
                  only_diffusion: bool = False,
@@ -187,14 +208,20 @@ class Svc:
         self._models_by_precision: dict[str, Any] = {}
         self._encoders_by_precision: dict[str, Any] = {}
         self._precision_warned: set[str] = set()
+        # A .svc.safetensors model file (modelfile.ModelBundle) or None for G_*.pth + config.json.
+        self.model_file = self._open_model_file(net_g_path, config_path, cluster_model_path, diffusion_model_path)
 
         if not self.only_diffusion:
-            if net_g_path is None or config_path is None:
-                raise SvcError("a SoVITS model and its config are needed (net_g_path, config_path), "
-                               "unless only_diffusion is set")
+            if self.model_file is None and net_g_path is None:
+                raise SvcError("a SoVITS model is needed (net_g_path), unless only_diffusion is set")
             from modules.hparams import get_hparams_from_file
 
-            self.hps_ms = get_hparams_from_file(config_path, infer_mode=True)
+            if self.model_file is not None:
+                self.hps_ms = self.model_file.config
+            elif config_path is not None:  # a side config.json wins over the one a checkpoint carries
+                self.hps_ms = get_hparams_from_file(config_path, infer_mode=True)
+            else:
+                self.hps_ms = config_carried_by(net_g_path)
             self.target_sample = int(self.hps_ms.data.sampling_rate)
             self.hop_size = int(self.hps_ms.data.hop_length)
             self.spk2id = dict(self.hps_ms.spk) if "spk" in self.hps_ms else {}
@@ -205,8 +232,11 @@ class Svc:
         self.nsf_hifigan_enhance = bool(nsf_hifigan_enhance)
         self.diffusion_model = self.vocoder = self.diffusion_args = None
         if self.shallow_diffusion or self.only_diffusion:
-            self.diffusion_model, self.vocoder, self.diffusion_args = components.load_diffusion(
-                diffusion_model_path, diffusion_config_path, self.dev)
+            if self.model_file is not None and self.model_file.diffusion_state is not None:
+                self.diffusion_model, self.vocoder, self.diffusion_args = self._diffusion_from_model_file()
+            else:
+                self.diffusion_model, self.vocoder, self.diffusion_args = components.load_diffusion(
+                    diffusion_model_path or DEFAULT_DIFFUSION_MODEL_PATH, diffusion_config_path, self.dev)
             if self.only_diffusion:
                 args = self.diffusion_args
                 self.target_sample = int(args.data.sampling_rate)
@@ -228,10 +258,14 @@ class Svc:
         self.hubert_model = components.get_speech_encoder(
             self.speech_encoder, device=self.dev, path=encoder_path, dtype=self.dtype if self.half else None)
         self._check_encoder_dim()
+        if self.model_file is not None and not self.only_diffusion:
+            self._check_model_file_encoder()
 
         self.cluster_model = None
         self.cluster_model_path = str(cluster_model_path) if cluster_model_path else ""
-        if self.cluster_model_path and Path(self.cluster_model_path).is_file():
+        if self.model_file is not None and self.model_file.cluster is not None:
+            self._cluster_from_model_file()
+        elif self.cluster_model_path and Path(self.cluster_model_path).is_file():
             self.cluster_model = components.ClusterMixer(self.cluster_model_path, self.feature_retrieval, self.spk2id)
         else:
             self.feature_retrieval = False  # as 4.1; asking for a ratio later says the file is missing
@@ -244,6 +278,8 @@ class Svc:
     # ------------------------------------------------------------------ loading
     def load_model(self, spk_mix_enable: bool = False) -> None:
         """Build the synthesizer from the config, load the checkpoint, prepare it for inference."""
+        if self.model_file is not None:
+            return self._load_from_bundle(spk_mix_enable)
         from models import SynthesizerTrn
         from modules.checkpoint import load_state_dict_checked, torch_load
 
@@ -270,7 +306,10 @@ class Svc:
         load_state_dict_checked(net, state, source=str(self.net_g_path), allow_missing=("enc_q",),
                                 reinit_on_mismatch=())
         del ckpt, state
-        net.to(self.dev)
+        self._install(net.to(self.dev), spk_mix_enable)
+
+    def _install(self, net, spk_mix_enable: bool) -> None:
+        """Make the loaded synthesizer (on ``self.dev``) inference-ready and use it."""
         # The inference-ready model is a new object; the decoder's residual-block chunking is decided
         # here from the thread settings the script's runtime profile made (the decoder reads none).
         from vdecoder.hifigan.models import chunking_pays
@@ -281,6 +320,65 @@ class Svc:
             net.EnableCharacterMix(len(self.spk2id), self.dev)
         self.net_g_ms = net
         log.info("loaded SoVITS model %s (%d speakers, %s, %s)", self.net_g_path, net.n_speakers, self.dev, self.dtype)
+
+    # ---------------------------------------------------------- loading from a .svc.safetensors file
+    def _open_model_file(self, net_g_path, config_path, cluster_model_path, diffusion_model_path):
+        """The model file's bundle (no pickle read) when ``net_g_path`` is one, else None.
+
+        Only the parts this Svc will use are read: the cluster part unless a cluster file is
+        given, the diffusion part only when diffusion is asked for and no ``-dm`` is given."""
+        if net_g_path is None:
+            return None
+        from modelfile import is_model_file, load_model_file
+
+        if not is_model_file(net_g_path):
+            return None
+        if config_path is not None and not self.only_diffusion:
+            raise SvcError(f"{net_g_path} is a model file that carries its own config; do not pass a config "
+                           f"({config_path}) with it (drop -c)")
+        own_cluster = cluster_model_path in (None, "", DEFAULT_CLUSTER_MODEL_PATH)
+        own_diffusion = ((self.shallow_diffusion or self.only_diffusion)
+                         and diffusion_model_path in (None, "", DEFAULT_DIFFUSION_MODEL_PATH))
+        bundle = load_model_file(net_g_path, load_cluster=own_cluster,
+                                 load_diffusion=own_diffusion)
+        if own_diffusion and bundle.diffusion_state is None and diffusion_model_path is None:
+            raise SvcError(f"{net_g_path} holds no diffusion model; pass one with -dm/-dc (diffusion_model_path) or "
+                           "re-export the model file with -dm/-dc")
+        for line in bundle.summary():
+            log.info("%s", line)
+        return bundle
+
+    def _load_from_bundle(self, spk_mix_enable: bool = False) -> None:
+        """:meth:`load_model` for a model file: the same synthesizer, built from the file's weights."""
+        bundle = self.model_file
+        net = bundle.build_synthesizer(self.dev)
+        bundle.state_dict = {}  # the weights now live in the model; keep only the description
+        self._install(net, spk_mix_enable)
+
+    def _diffusion_from_model_file(self):
+        model, vocoder, args = self.model_file.build_diffusion(self.dev)
+        self.model_file.diffusion_state = None
+        return model, vocoder, args
+
+    def _cluster_from_model_file(self) -> None:
+        bundle = self.model_file
+        if self.feature_retrieval != bundle.feature_retrieval:
+            log.warning("%s holds a %s; feature_retrieval (-fr) follows the file", bundle.path,
+                        "feature index" if bundle.feature_retrieval else "k-means model")
+        self.cluster_model = bundle.cluster_mixer()
+        self.feature_retrieval = bundle.feature_retrieval
+        self.cluster_model_path = f"{bundle.path} ({'feature index' if self.feature_retrieval else 'k-means'})"
+
+    def _check_model_file_encoder(self) -> None:
+        """A model file that recorded the SHA-256 of a specific encoder file (``export_model.py
+        --encoder-file``) must run with that file; published hashes are checked when downloading."""
+        from modules.pretrained import PRETRAINED
+        from vencoder import get_spec
+
+        want = self.model_file.encoder_sha256
+        path = getattr(self.hubert_model, "path", None)
+        if want and path and want != PRETRAINED[get_spec(self.speech_encoder).pretrained].sha256:
+            self.model_file.check_encoder_file(path)
 
     def _check_speaker_map(self) -> None:
         bad = {name: sid for name, sid in self.spk2id.items()

@@ -11,6 +11,12 @@ UI. Two modes:
 
 The other entries of the output (``iteration``, ``optimizer``, ``learning_rate``) are the first
 file's, as in 4.1. Files are read one at a time (memory ≈ two models), through the safe loader.
+
+Inputs may also be ``.svc.safetensors`` model files (read without any pickle). They hold only
+inference weights, so when one is among the inputs the training-only ``enc_q`` layers of
+``G_*.pth`` inputs are left out of the mix. An output named ``*.svc.safetensors`` is written as a
+model file (config and speakers from the first model-file input, or from ``config_path``; the
+cluster and diffusion parts are not carried over, they no longer fit a mixed model).
 """
 
 from __future__ import annotations
@@ -50,13 +56,37 @@ def _state_dict(ckpt: object, path: Path) -> dict:
     return ckpt["model"]
 
 
+def _read(path: Path, inference_only: bool) -> dict:
+    """A 4.1 checkpoint dict from a ``G_*.pth`` or a model file (``{"model", "iteration",
+    "optimizer": None, "learning_rate", "config"}``; the stored dtype is kept)."""
+    from modelfile import is_model_file, load_model_file
+    from modelfile.importers import TRAINING_ONLY_PREFIX
+
+    if is_model_file(path):
+        bundle = load_model_file(path, dtype=None, load_cluster=False, load_diffusion=False)
+        iteration = bundle.metadata.get("source", {}).get("iteration")
+        return {"model": bundle.state_dict, "iteration": iteration if isinstance(iteration, int) else 0,
+                "optimizer": None, "learning_rate": float(bundle.config.train.learning_rate),
+                "config": bundle.metadata["config"]}
+    ckpt = torch_load(path, what="so-vits-svc checkpoint")
+    state = _state_dict(ckpt, path)
+    if inference_only:
+        ckpt["model"] = {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIX)}
+    return ckpt
+
+
 def mix_model(model_paths: Sequence[str | os.PathLike], mix_rate: Sequence[float], mode: int | str = 0,
-              output_path: str | os.PathLike = "output.pth") -> str:
-    """Merge ``model_paths`` with rates ``mix_rate`` (percent) and write ``output_path`` (atomically).
+              output_path: str | os.PathLike = "output.pth", *, config_path: str | os.PathLike | None = None) -> str:
+    """Merge ``model_paths`` (``G_*.pth`` or ``.svc.safetensors``) with rates ``mix_rate``
+    (percent) and write ``output_path`` (atomically).
 
     Every file must have the same state-dict keys and shapes as the first (same config); otherwise
-    the error names the file and the first differing key. Returns the output path.
+    the error names the file and the first differing key. An output ending in ``.svc.safetensors``
+    is a model file (its config: the first model-file input's, else ``config_path``). Returns the
+    output path.
     """
+    from modelfile import FILE_SUFFIX, is_model_file
+
     paths = [Path(p) for p in model_paths]
     if not paths:
         raise SvcError("no models to mix")
@@ -68,14 +98,23 @@ def mix_model(model_paths: Sequence[str | os.PathLike], mix_rate: Sequence[float
                     sum(mix_rate), float(sum(mix_rate)) / 100)
     log.info("mixing %d models with weights %s", len(paths), [round(float(w), 6) for w in weights])
 
-    base = torch_load(paths[0], what="so-vits-svc checkpoint")
-    first = _state_dict(base, paths[0])
+    out = Path(output_path)
+    to_model_file = out.name.lower().endswith(FILE_SUFFIX)
+    file_inputs = [p for p in paths if is_model_file(p)]
+    if to_model_file and not file_inputs and config_path is None:
+        raise SvcError(f"{out}: a model-file output needs the models' config.json (-c) when no input is a "
+                       ".svc.safetensors model file")
+    inference_only = bool(file_inputs)
+    if inference_only:
+        log.info("model files hold inference weights only: enc_q layers of the checkpoints are not mixed")
+    base = _read(paths[0], inference_only)
+    first = base["model"]
     mixed = {}
     for key, value in first.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             mixed[key] = torch.zeros_like(value)
     for i, path in enumerate(paths):
-        sd = first if i == 0 else _state_dict(torch_load(path, what="so-vits-svc checkpoint"), path)
+        sd = first if i == 0 else _read(path, inference_only)["model"]
         if i > 0:
             missing = [k for k in first if k not in sd]
             extra = [k for k in sd if k not in first]
@@ -93,7 +132,30 @@ def mix_model(model_paths: Sequence[str | os.PathLike], mix_rate: Sequence[float
             acc += t * weights[i]
         del sd
     first.update(mixed)
-    out = Path(output_path)
-    atomic_torch_save(base, out)
+    if to_model_file:
+        if config_path is None and "config" not in base:
+            from modelfile import read_info
+
+            base["config"] = read_info(file_inputs[0]).metadata["config"]
+        _write_model_file(base, out, config_path, paths, weights)
+    else:
+        atomic_torch_save(base, out)  # a model file first: its config travels in the checkpoint
     log.info("wrote mixed model %s", out)
     return str(out)
+
+
+def _write_model_file(ckpt: dict, out: Path, config_path: str | os.PathLike | None, paths: Sequence[Path],
+                      weights: torch.Tensor) -> None:
+    """The mixed checkpoint as a ``.svc.safetensors`` model file, through the one exporter."""
+    import tempfile
+
+    from modelfile import export_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_ckpt = Path(tmp) / (out.name[: -len(".svc.safetensors")] + ".pth")
+        if config_path is not None:
+            ckpt = {k: v for k, v in ckpt.items() if k != "config"}
+        atomic_torch_save(ckpt, tmp_ckpt)
+        half = any(v.dtype == torch.float16 for v in ckpt["model"].values() if isinstance(v, torch.Tensor))
+        export_model(model_path=tmp_ckpt, config_path=config_path, output_path=out, half=half,
+                     description="mixed from " + ", ".join(f"{p.name} ({float(w):.4g})" for p, w in zip(paths, weights)))

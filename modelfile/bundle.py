@@ -100,12 +100,23 @@ class ModelBundle:
     def description(self) -> str:
         return self.metadata.get("description", "")
 
+    def summary(self) -> list[str]:
+        """Short lines on what the file says about itself (logged on load; the web UI shows them)."""
+        cl = self.metadata.get("cluster")
+        lines = [f"Model file {self.path.name}: speech encoder {self.speech_encoder}, {self.sampling_rate} Hz, "
+                 f"{len(self.spk2id)} speaker(s), weights stored as {self.metadata['synthesizer']['dtype']}",
+                 "Parts: synthesizer" + (", " + ("feature index" if cl["kind"] == "index" else "k-means") if cl else "")
+                 + (", diffusion model" if self.metadata.get("diffusion") else "")]
+        for key, value in (("Author", self.author), ("License", self.license), ("Description", self.description)):
+            lines.append(f"{key}: {value or '-'}")
+        return lines
+
     # -- building ----------------------------------------------------------------------------
     def build_synthesizer(self, device: str | torch.device = "cpu"):
         """A ``SynthesizerTrn`` with the file's weights (strict: every key must fit), on ``device``.
 
         Exactly what 4.1's path builds from ``G_*.pth`` + ``config.json``; not yet prepared for
-        inference (call ``net.prepare_for_inference(...)`` as ``Svc.load_model`` does).
+        inference (``Svc.load_model`` makes the inference-ready copy with ``net.for_inference(...)``).
         """
         from modelfile.importers import TRAINING_ONLY_PREFIX, build_synthesizer_for
         from modules.checkpoint import load_state_dict_checked

@@ -279,6 +279,42 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+# --- random-weight marker -----------------------------------------------------------------------
+# Test / demo files with random weights carry this key at the top level of the saved dict (ONNX
+# graphs: a metadata property of the same name), so the mark travels with the file through copies
+# and renames; a stand-in under a real file name can never pass for trained weights unnoticed.
+RANDOM_WEIGHTS_KEY = "svc_random_weights"
+_warned_random: set[str] = set()
+
+
+def mark_random_weights(obj: dict) -> dict:
+    """Add the random-weight marker to a checkpoint dict about to be saved; returns ``obj``."""
+    obj[RANDOM_WEIGHTS_KEY] = True
+    return obj
+
+
+def has_random_weights(obj: Any) -> bool:
+    """Whether a loaded checkpoint carries the random-weight marker."""
+    return isinstance(obj, Mapping) and obj.get(RANDOM_WEIGHTS_KEY) is True
+
+
+def warn_random_weights(path: str | os.PathLike, what: str) -> bool:
+    """Log a loud warning that ``path`` holds random weights, once per file and process.
+
+    Returns True when the warning was logged now (False: already said for this file).
+    """
+    key = str(Path(path).resolve())
+    if key in _warned_random:
+        return False
+    _warned_random.add(key)
+    bar = "!" * 78
+    log.warning("\n%s\n!! %s %s HAS RANDOM WEIGHTS (marked '%s' inside the file).\n!! It was written by a "
+                "test or by demo.py as a stand-in: everything computed with it (features, training, audio) "
+                "shows\n!! that the pipeline runs, NOT voice quality. Put the real file in its place "
+                "(python download_pretrain.py --list).\n%s", bar, what, path, RANDOM_WEIGHTS_KEY, bar)
+    return True
+
+
 # --- state dicts -------------------------------------------------------------------------------
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model

@@ -87,6 +87,7 @@ class SovitsTrainConfig:
     vol_aug: bool = False
     save_every_minutes: float | None = None   # extension: also save every N minutes
     num_workers: int | None = None            # extension: DataLoader workers
+    val_scores: bool = True                   # extension: validation scores + best.json at eval_interval
 
     @property
     def precision(self) -> str:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from modules.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # --- schema -----------------------------------------------------------------------------------
 # Every key any 4.x config.json is known to contain. Sections not listed (e.g. "spk") are free.
@@ -30,7 +33,7 @@ _SOVITS_KEYS: dict[str, set[str]] = {
         "warmup_epochs", "c_mel", "c_kl", "use_sr", "max_speclen", "port", "keep_ckpts",
         "all_in_mem", "vol_aug",
         # accepted extensions of this project (documented in docs/compatibility.md)
-        "save_every_minutes", "num_workers",
+        "save_every_minutes", "num_workers", "val_scores",
     },
     "data": {
         "training_files", "validation_files", "max_wav_value", "sampling_rate", "filter_length",
@@ -231,6 +234,44 @@ def apply_inference_defaults(hps: HParams) -> HParams:
         if section in hps and key not in hps[section]:
             hps[section][key] = value
     return hps
+
+
+def backup_changed_config(path: str | os.PathLike, new: HParams | Mapping, *, now: Any = None) -> Path | None:
+    """Before ``new`` replaces the config at ``path``: if the file there says something else (the user
+    edited it, or it came from other settings), rename it to ``<name>.<YYYY-mm-ddTHH-MM-SS>.bak`` beside
+    it and return that path (None: no file, or the same content). A file that does not parse is kept
+    too. Logged at WARNING so the user sees where the old file went. ``now``: a datetime (tests).
+    """
+    import datetime
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = new.to_dict() if isinstance(new, HParams) else dict(new)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            old = yaml.safe_load(text)
+        else:
+            old = json.loads(text)
+        same = old == json.loads(json.dumps(data))  # tuples → lists, as the file would hold them
+    except Exception as e:  # OSError, ValueError, yaml.YAMLError: an unreadable file is kept as well
+        log.debug("%s does not parse (%s): keeping it as a backup", path, e)
+        same = False
+    if same:
+        return None
+    stamp = (now or datetime.datetime.now()).strftime("%Y-%m-%dT%H-%M-%S")
+    backup = path.with_name(f"{path.name}.{stamp}.bak")
+    n = 1
+    while backup.exists():  # two runs within a second
+        backup = path.with_name(f"{path.name}.{stamp}-{n}.bak")
+        n += 1
+    os.replace(path, backup)
+    log.warning("%s differs from the newly generated one (edited by hand, or other settings): kept it as %s",
+                path, backup)
+    return backup
 
 
 def save_config(hps: HParams | Mapping, path: str | os.PathLike) -> None:

@@ -34,6 +34,9 @@ def _mel_basis_np(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | N
     return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk)
 
 
+# Cached tensors are always built outside inference mode: one first built inside
+# ``torch.inference_mode`` (a conversion) would be an inference tensor, which autograd refuses to
+# save, so a later training step in the same process (tests, a web UI that also trains) would fail.
 _tensor_cache: dict[tuple, torch.Tensor] = {}
 
 
@@ -43,7 +46,7 @@ def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None,
     key = ("mel", sr, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax), htk, dtype, str(device))
     t = _tensor_cache.get(key)
     if t is None:
-        with torch.inference_mode(False):  # cached: a normal tensor, usable in training later
+        with torch.inference_mode(False):  # see _tensor_cache
             t = torch.from_numpy(_mel_basis_np(sr, n_fft, n_mels, float(fmin), None if fmax is None else float(fmax),
                                                htk))
             t = t.to(dtype=dtype, device=device)
@@ -56,9 +59,7 @@ def hann_window(win_size: int, *, dtype: torch.dtype = torch.float32, device: to
     key = ("hann", win_size, dtype, str(device))
     t = _tensor_cache.get(key)
     if t is None:
-        # A normal tensor even when first asked for under torch.inference_mode(): an inference
-        # tensor in the cache would break a later training STFT ("cannot be saved for backward").
-        with torch.inference_mode(False):
+        with torch.inference_mode(False):  # see _tensor_cache
             t = torch.hann_window(win_size).to(dtype=dtype, device=device)
         _tensor_cache[key] = t
     return t

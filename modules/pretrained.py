@@ -89,11 +89,21 @@ def expected_path(key: str) -> Path:
     return pretrain_dir() / PRETRAINED[key].filename
 
 
+# Registry keys that are speech encoders (the rest are pitch models and the vocoder).
+SPEECH_ENCODER_KEYS = frozenset(PRETRAINED) - {"rmvpe", "fcpe", "nsf-hifigan"}
+
+OFFLINE_NOTE = ("Without internet: `make demo` (python demo.py) runs every step on synthetic singing with a "
+                "random stand-in encoder it writes itself, which shows the pipeline working, not voice quality. "
+                "Its file (demo_out/pretrain/) is marked as random weights inside, so copied here it still makes "
+                "every stage warn.")
+
+
 def missing_message(key: str, path: str | os.PathLike | None = None) -> str:
     entry = PRETRAINED[key]
     where = Path(path) if path is not None else expected_path(key)
-    return (f"{where}: {entry.description} not found. Download it from {entry.url} and put it at {where} "
-            f"(or run: python download_pretrain.py {key}).")
+    msg = (f"{where}: {entry.description} not found. Download it from {entry.url} and put it at {where} "
+           f"(or run: python download_pretrain.py {key}).")
+    return f"{msg} {OFFLINE_NOTE}" if key in SPEECH_ENCODER_KEYS else msg
 
 
 def require(key: str, path: str | os.PathLike | None = None) -> Path:

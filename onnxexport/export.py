@@ -2,7 +2,7 @@
 
 Files, as 4.1's ``onnx_export.py -n <name>`` writes them::
 
-    checkpoints/<name>/model.pth, config.json      (inputs)
+    checkpoints/<name>/model.pth, config.json      (inputs; or model.svc.safetensors alone)
     checkpoints/<name>/<name>_SoVits.onnx           (the graph, opset 16)
     checkpoints/<name>.json                         (MoeVS descriptor, JSON indent 4)
 
@@ -60,7 +60,7 @@ _RANDOM_OPS = {"RandomUniform": "uniform", "RandomUniformLike": "uniform",
 class ExportPaths:
     name: str
     model: Path
-    config: Path
+    config: Path | None   # None: the model is a .svc.safetensors file carrying its config
     onnx: Path
     descriptor: Path
 
@@ -74,8 +74,11 @@ def resolve_paths(model_name: str | None = None, *, model_path: str | os.PathLik
     MoeVS finds the graph as ``<Folder>/<Folder>_SoVits.onnx``), else it is 4.1's default
     ``TransformerFlow``. Without ``descriptor`` the MoeVS file is ``<root>/<name>.json``, or
     ``<name>.json`` next to ``output`` when an output path is given. Missing inputs raise with
-    the expected location.
+    the expected location. The model may be a ``.svc.safetensors`` model file (``--model_path``,
+    or ``<root>/<name>/model.svc.safetensors`` when there is no ``model.pth``); it needs no config.
     """
+    from modelfile import FILE_SUFFIX, is_model_file
+
     if model_name:
         name = model_name
     elif output:
@@ -88,7 +91,13 @@ def resolve_paths(model_name: str | None = None, *, model_path: str | os.PathLik
                        "use --model_path/--config_path/--output for files elsewhere")
     folder = Path(root) / name
     model = Path(model_path) if model_path else folder / "model.pth"
+    if not model_path and not model.is_file() and (folder / f"model{FILE_SUFFIX}").is_file():
+        model = folder / f"model{FILE_SUFFIX}"
     config = Path(config_path) if config_path else folder / "config.json"
+    if model.is_file() and is_model_file(model):
+        if config_path:
+            raise SvcError(f"{model} is a model file that carries its own config; drop --config_path {config_path}")
+        config = None
     onnx_path = Path(output) if output else folder / f"{name}_SoVits.onnx"
     if descriptor:
         desc = Path(descriptor)
@@ -100,18 +109,19 @@ def resolve_paths(model_name: str | None = None, *, model_path: str | os.PathLik
               f"(4.1's layout for -n {name}), or pass --model_path/--config_path")
     if not model.is_file():
         raise CheckpointError(f"model file {model} not found; {layout}")
-    if not config.is_file():
+    if config is not None and not config.is_file():
         raise ConfigError(f"config file {config} not found; {layout}")
     if onnx_path.suffix.lower() != ".onnx":
         raise SvcError(f"output {onnx_path} must end in .onnx")
-    if desc.resolve() in (model.resolve(), config.resolve()):
+    if desc.resolve() in (model.resolve(), (config or model).resolve()):
         raise SvcError(f"the descriptor path {desc} would overwrite an input; pass --descriptor")
     return ExportPaths(name=name, model=model, config=config, onnx=onnx_path, descriptor=desc)
 
 
 # --- model ------------------------------------------------------------------------------------------
-def load_synthesizer(model_path: str | os.PathLike, config_path: str | os.PathLike):
-    """Build the synthesizer from ``config.json`` and load ``model.pth`` → ``(net, hps)``.
+def load_synthesizer(model_path: str | os.PathLike, config_path: str | os.PathLike | None):
+    """Build the synthesizer from ``config.json`` and load ``model.pth`` → ``(net, hps)``; with
+    ``config_path`` None, from a ``.svc.safetensors`` model file (no pickle read).
 
     The net is float32 (half "release" files are widened), in eval mode, without ``enc_q``,
     with weight norm folded into plain weights (the graph then holds each weight once instead
@@ -121,6 +131,12 @@ def load_synthesizer(model_path: str | os.PathLike, config_path: str | os.PathLi
     from modules.checkpoint import load_checkpoint
     from modules.hparams import get_hparams_from_file
 
+    if config_path is None:
+        from modelfile import load_model_file
+
+        bundle = load_model_file(model_path, load_cluster=False, load_diffusion=False)
+        net = bundle.build_synthesizer().float()
+        return net.for_inference(conv2d=False), bundle.config
     hps = get_hparams_from_file(config_path)
     for section in ("data", "train", "model"):
         if section not in hps:

@@ -353,10 +353,11 @@ class ExtractSettings:
     device: str | None = None
     seed: int = 1234
     encoder_path: str | None = None
+    f0_options: dict = field(default_factory=dict)  # extra get_f0_predictor keywords: f0_min, f0_max, f0_repair
 
     @classmethod
     def from_configs(cls, hps: Any, diff_hps: Any | None, *, f0_predictor: str, use_diff: bool,
-                     device: str | None = None, seed: int = 1234) -> "ExtractSettings":
+                     device: str | None = None, seed: int = 1234, f0_options: dict | None = None) -> "ExtractSettings":
         from modules.errors import ConfigError
 
         data, model = hps["data"], hps["model"]
@@ -376,7 +377,7 @@ class ExtractSettings:
             max_wav_value=float(data["max_wav_value"]),
             speech_encoder=str(model.get("speech_encoder", "vec768l12")), ssl_dim=int(model.get("ssl_dim", 768)),
             f0_predictor=f0_predictor, want_vol=bool(use_diff or model.get("vol_embedding", False)),
-            use_diff=use_diff, mel=mel, device=device, seed=seed,
+            use_diff=use_diff, mel=mel, device=device, seed=seed, f0_options=dict(f0_options or {}),
         )
 
     def wanted(self, paths: ArtifactPaths) -> list[Path]:
@@ -438,7 +439,7 @@ class FeatureExtractor:
             try:
                 self._f0 = get_f0_predictor(self.settings.f0_predictor, hop_length=self.settings.hop_length,
                                             sampling_rate=self.settings.sampling_rate, device=self.device,
-                                            threshold=F0_THRESHOLD)
+                                            threshold=F0_THRESHOLD, **self.settings.f0_options)
             except SvcError as e:
                 raise ModelLoadError(f"cannot load f0 predictor '{self.settings.f0_predictor}': {e}") from None
             self._tick("load_f0", t0)

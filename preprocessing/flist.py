@@ -189,11 +189,22 @@ def build_configs(spk_map: dict[str, int], speech_encoder: str, *, vol_aug: bool
     diffusion["data"]["encoder"] = speech_encoder
     diffusion["data"]["encoder_out_channels"] = dim
     diffusion["spk"] = dict(spk_map)
+    diffusion["device"] = _diffusion_device(diffusion.get("device"))
     if train_list is not None:
         config["data"]["training_files"] = diffusion["data"]["training_files"] = train_list
     if val_list is not None:
         config["data"]["validation_files"] = diffusion["data"]["validation_files"] = val_list
     return config, diffusion
+
+
+def _diffusion_device(template_device: str | None) -> str:
+    """The template's ``cuda`` where CUDA exists, else ``cpu`` (4.1 wrote ``cuda`` everywhere, and
+    train_diff.py then failed on CPU-only machines)."""
+    import torch
+
+    if str(template_device).startswith("cuda") and not torch.cuda.is_available():
+        return "cpu"
+    return template_device or "cpu"
 
 
 def write_list(path: str | os.PathLike, lines: list[str]) -> None:
@@ -224,8 +235,10 @@ def make_filelists_and_configs(
 
     ``quality_check`` logs the dataset quality summary first (:mod:`preprocessing.quality`);
     ``strict`` stops with :class:`DatasetError` listing every unusable clip before anything is written.
+    An existing ``config.json`` / ``diffusion.yaml`` that differs from the new one is kept as
+    ``<name>.<timestamp>.bak`` (logged).
     """
-    from modules.hparams import save_config
+    from modules.hparams import backup_changed_config, save_config
 
     # Validate the encoder before scanning a large dataset.
     config, diffusion = build_configs({}, speech_encoder, vol_aug=vol_aug, tiny=tiny, tf_flow=tf_flow)
@@ -246,8 +259,9 @@ def make_filelists_and_configs(
     write_list(train_list, train)
     write_list(val_list, val)
     config_dir = Path(config_dir)
-    save_config(config, config_dir / "config.json")
-    save_config(diffusion, config_dir / "diffusion.yaml")
+    for cfg, name in ((config, "config.json"), (diffusion, "diffusion.yaml")):
+        backup_changed_config(config_dir / name, cfg)  # an edited config is kept, not replaced silently
+        save_config(cfg, config_dir / name)
     log.info("%d speaker(s): %s", len(spk_map), ", ".join(f"{s}={i}" for s, i in spk_map.items()))
     log.info("wrote %s (%d clips), %s (%d clips), %s, %s", train_list, len(train), val_list, len(val),
              config_dir / "config.json", config_dir / "diffusion.yaml")

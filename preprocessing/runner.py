@@ -6,7 +6,8 @@
   encoder and the F0 predictor are loaded once per worker, not once per file. Files are handed
   out one at a time, so a slow long clip does not hold up a pre-assigned chunk.
 * Worker k uses GPU k mod (number of GPUs) when CUDA is there and no explicit device was given.
-* Artifacts that exist are skipped; leftovers of atomic writes from a killed run are removed.
+* Artifacts that exist are skipped unless made by other models or settings (see
+  :mod:`preprocessing.provenance`); leftovers of atomic writes from a killed run are removed.
 """
 
 from __future__ import annotations
@@ -91,18 +92,30 @@ def preprocess_dataset(
     num_processes: int = 1,
     progress: bool = True,
     timings: dict[str, float] | None = None,
+    force: bool = False,
+    f0_stats_path: str | os.PathLike | None = None,
 ) -> RunSummary:
-    """Write the missing artifacts of every wav under ``in_dir``; returns the summary.
+    """Write the missing or stale artifacts of every wav under ``in_dir``; returns the summary.
 
+    Which models made each artifact is kept in ``<in_dir>/.svc_provenance.json``
+    (:mod:`preprocessing.provenance`): artifacts made with other models or settings are recomputed,
+    ``force`` recomputes everything. The weight files are checked before any file is looked at.
     ``timings`` (optional) receives the seconds spent per stage, summed over workers of the
-    in-process run (spawned workers keep theirs).
+    in-process run (spawned workers keep theirs). ``f0_stats_path``: afterwards, write the
+    per-speaker f0 statistics of all f0 artifacts there (:mod:`preprocessing.f0_stats`).
     """
     from tqdm import tqdm
+
+    from preprocessing.provenance import ProvenancePlan
 
     files = find_wavs(in_dir)
     if not files:
         raise DatasetError(f"{in_dir}: no .wav files found in {in_dir}/<speaker>/ (run resample.py first)")
+    plan = ProvenancePlan.start(in_dir, settings, force=force)  # a missing weight file stops here
     remove_stale_temporaries(in_dir)
+    for f in files:
+        plan.prepare(f)
+    plan.log_plan()
     n = num_processes if num_processes > 0 else (os.cpu_count() or 1)
     n = max(1, min(n, len(files)))
     log.info("preprocessing %d file(s): encoder %s, f0 %s%s, %d process(es)", len(files), settings.speech_encoder,
@@ -114,17 +127,25 @@ def preprocess_dataset(
             extractor = FeatureExtractor(settings, device=worker_device(settings.device, 0))
             for f in files:
                 summary.add(extractor.process(f))
+                plan.finished(f)
                 bar.update()
             if timings is not None:
                 timings.update(extractor.timings)
         else:
-            _run_pool(files, settings, n, summary, bar)
+            _run_pool(files, settings, n, summary, bar, plan)
     finally:
         bar.close()
+        plan.manifest.save()   # also after a crash: what was written so far is recorded
+    if f0_stats_path is not None:
+        from preprocessing.f0_stats import write_f0_stats
+
+        write_f0_stats(files, f0_stats_path, hop_length=settings.hop_length, sampling_rate=settings.sampling_rate,
+                       f0_predictor=settings.f0_predictor)
     return summary
 
 
-def _run_pool(files: list[Path], settings: ExtractSettings, n: int, summary: RunSummary, bar: Any) -> None:
+def _run_pool(files: list[Path], settings: ExtractSettings, n: int, summary: RunSummary, bar: Any,
+              plan: Any) -> None:
     ctx = multiprocessing.get_context("spawn")  # CUDA and torch threads do not survive fork
     counter = ctx.Value("i", 0)
     threads = max(1, (os.cpu_count() or 1) // n)  # n workers share the cores instead of oversubscribing
@@ -134,7 +155,8 @@ def _run_pool(files: list[Path], settings: ExtractSettings, n: int, summary: Run
         futures = [pool.submit(_work, str(f)) for f in files]
         try:
             for fut in as_completed(futures):
-                summary.add(fut.result())  # a ModelLoadError re-raises here and stops the run
+                outcome = summary.add(fut.result())  # a ModelLoadError re-raises here and stops the run
+                plan.finished(outcome.path)
                 bar.update()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)

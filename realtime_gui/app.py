@@ -45,7 +45,15 @@ def compute_warning(times, block_seconds: float) -> str | None:
 
 
 def model_speakers(model_path: str, config_path: str = "") -> list[str]:
-    """Speaker names from the model's config.json (empty if it cannot be read yet)."""
+    """Speaker names from the model's config.json, or from a ``.svc.safetensors`` model file's
+    header (empty if it cannot be read yet)."""
+    from modelfile import is_model_file, read_info
+
+    if is_model_file(model_path):
+        try:
+            return list(read_info(model_path).metadata["speakers"])
+        except SvcError:
+            return []
     cfg = Path(config_path) if config_path else Path(model_path).parent / "config.json"
     try:
         return list(json.loads(cfg.read_text(encoding="utf-8")).get("spk", {}))
@@ -67,7 +75,8 @@ def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], spea
                 sg.FileBrowse(file_types=types + (("All files", "*.*"),))]
 
     model = sg.Frame("Model", [
-        [sg.Text("Model (G_*.pth)", size=(24, 1)), *path("model_path", (("Model", "*.pth"),))],
+        [sg.Text("Model (G_*.pth, .svc.safetensors)", size=(24, 1)),
+         *path("model_path", (("Model", "*.pth *.safetensors"),))],
         [sg.Text("Config (blank: beside model)", size=(24, 1)), *path("config_path", (("Config", "*.json"),))],
         [sg.Text("Cluster / index file", size=(24, 1)), *path("cluster_model_path", (("Cluster", "*.pt *.pkl"),))],
         row("Device (torch)", sg.Combo(["auto", "cpu", "cuda"], default_value=s.device, key="device", size=(10, 1))),
@@ -118,8 +127,10 @@ def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], spea
          sg.Button("Save settings", key="save"), sg.Button("Load settings", key="load")],
         [sg.Text("Latency:"), sg.Text("—", key="latency", size=(34, 1)),
          sg.Text("Compute per block:"), sg.Text("—", key="compute", size=(26, 1))],
-        [sg.Text("", key="compute_warning", size=(100, 1), text_color="orange")],
-        [sg.Text("", key="status", size=(100, 2))],
+        [sg.Text("", key="compute_warning", size=(150, 1), text_color="orange")],
+        # 150 characters span the window's width; 4 lines hold the longest messages (device errors
+        # with the file-conversion hint took 3 lines of 100 and were cut off at 2)
+        [sg.Text("", key="status", size=(150, 4))],
     ]
     return [[model], [devices], [sg.Column([[normal], [perf]]), sg.Column([[diff]], vertical_alignment="top")],
             *readout]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command set-up: Debian packages, a virtual environment in .venv, every Python dependency.
-# Safe to re-run. Usage: bash scripts/setup.sh   (or: make setup)
+# Safe to re-run. Usage: bash scripts/setup.sh   (or: make setup; make demo / make test run it when needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,3 +35,5 @@ $VPY - <<'PY'
 import torch, numpy
 print(f"setup: ok (python {__import__('sys').version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__})")
 PY
+# The Makefile's stamp: `make demo` / `make test` skip the set-up while it is newer than the inputs.
+touch .venv/.setup-done

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vencoder
-from modules.checkpoint import torch_load
+from modules.checkpoint import RANDOM_WEIGHTS_KEY, torch_load
 from modules.errors import AudioError, ConfigError, SvcError
 from modules.pretrained import PRETRAINED
 from vencoder.files import FAIRSEQ_STAND_INS, FairseqDictionaryStandIn, parse_conv_layers
@@ -109,7 +109,8 @@ def test_random_checkpoints_have_the_published_layout(name, key, tiny_ckpts):
     """Same top-level keys, config fields, tensor names, shapes and dtypes as the files the original reads."""
     ours = torch_load(tiny_ckpts[name], stand_ins=FAIRSEQ_STAND_INS)
     ref = torch_load(DATA / "pretrain" / GOLDEN[name], stand_ins=FAIRSEQ_STAND_INS)
-    assert list(ours) == list(ref)
+    # plus the random-weight marker (modules.checkpoint.RANDOM_WEIGHTS_KEY), which loaders strip
+    assert list(ours) == list(ref) + [RANDOM_WEIGHTS_KEY] and ours[RANDOM_WEIGHTS_KEY] is True
     assert _top_keys_and_shapes(ours[key]) == _top_keys_and_shapes(ref[key])
     assert list(ours[key]) == list(ref[key])  # key order too
     for cfg_key in ("cfg", "dims", "config"):
@@ -238,6 +239,7 @@ def test_fairseq_file_with_omegaconf_config(tmp_path, tiny_ckpts):
 
 def test_hubert_soft_without_ddp_prefix(tmp_path, tiny_ckpts):
     sd = torch_load(tiny_ckpts["hubertsoft"])
+    assert sd.pop(RANDOM_WEIGHTS_KEY) is True  # the random-weight marker beside the tensors
     assert all(k.startswith("module.") for k in sd)
     torch.save({k[len("module."):]: v for k, v in sd.items()}, tmp_path / "soft.pt")
     wav = noise(6400)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from eval_helpers import needs_speaker_weights, sung, write
-from evaluation.training import SCORE_FORMULA, ValidationScorer, score_validation, update_best, validation_score
+from evaluation.training import (SCORE_FORMULA, SCORE_KEYS, ValidationHook, ValidationScorer, score_validation,
+                                 update_best, validation_score)
 from modules.audio import resample
 from modules.errors import SvcError
 
@@ -122,3 +123,59 @@ def test_update_best(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert update_best(path, 4000, _scores(0.9)) is True
     assert "unreadable" in caplog.text and len(json.loads(path.read_text())["history"]) == 1
+
+
+class _Writer:
+    def __init__(self):
+        self.scalars = []
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+
+@needs_speaker_weights
+def test_validation_hook_logs_scalars_and_keeps_best_json(scorer, clips, tmp_path, caplog):
+    hook = ValidationHook(DATA, tmp_path, device="cpu")
+    hook.scorer = scorer   # the module's (already loaded); a run's hook builds its own on the first pass
+    writer = _Writer()
+    items = [(clips["a1"][None, None], clips["a1"][None, None], 0), (clips["a2"][None, None], clips["a2"][None, None], 0)]
+    with caplog.at_level(logging.INFO):
+        s = hook(items, 800, writer=writer, checkpoint="G_800.pth")
+    assert set(s) == set(SCORE_KEYS) and "validation scores at step 800" in caplog.text
+    assert [(t, st) for t, _, st in writer.scalars] == [(f"val/{k}", 800) for k in s]
+    worse = [(clips["a1"], clips["b1"][: len(clips["a1"])], 0), (clips["a2"], clips["a2"], 0)]
+    hook(worse, 1600, writer=writer, checkpoint="G_1600.pth")
+    data = json.loads((tmp_path / "best.json").read_text())
+    assert set(data) == {"score_formula", "lower_is_better", "best", "history"}
+    assert data["best"]["step"] == 800 and data["best"]["checkpoint"] == "G_800.pth"
+    assert set(data["best"]["scores"]) == {"mel_l1", "f0_rmse_cents", "vuv_f1", "spk_sim"}
+    assert [h["step"] for h in data["history"]] == [800, 1600]
+
+
+def test_validation_hook_never_stops_training(tmp_path, caplog, monkeypatch):
+    from modules.errors import MissingPretrainedError
+    import evaluation.training as et
+
+    # A pass that fails (here: no items) is skipped with a warning.
+    hook = ValidationHook(DATA, tmp_path, device="cpu")
+    hook.scorer = object.__new__(ValidationScorer)   # never reached: the items are checked first
+    with caplog.at_level(logging.WARNING):
+        assert hook([], 800, writer=_Writer()) is None
+    assert "validation scores at step 800 failed (SvcError: score_validation: no validation items)" in caplog.text
+    assert not (tmp_path / "best.json").exists() and not hook.disabled
+
+    # A scorer that cannot load turns the hook off for the run, with one warning.
+    built = []
+
+    def no_encoder(*a, **k):
+        built.append(1)
+        raise MissingPretrainedError("speaker similarity needs Resemblyzer's released encoder weights")
+
+    monkeypatch.setattr(et, "ValidationScorer", no_encoder)
+    hook = ValidationHook(DATA, tmp_path, device="cpu")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert hook([(torch.zeros(100), torch.zeros(100), 0)], 800) is None
+        assert hook([(torch.zeros(100), torch.zeros(100), 0)], 1600) is None
+    assert built == [1] and "Resemblyzer" in hook.disabled
+    assert caplog.text.count("validation scores are off for this run") == 1

@@ -69,6 +69,19 @@ def test_mel_cache_distinguishes_banks_with_same_fmax():
     assert a.shape == (80, 1025) and b.shape == (128, 1025)
 
 
+def test_cache_built_during_a_conversion_still_serves_training():
+    # A window or bank first built inside inference mode (a conversion) must not be an inference
+    # tensor: autograd would refuse it in a later training step of the same process.
+    args = (2048, 80, 22050, 512, 2048, 0.0, 11025.0)   # a rate no other test caches
+    mp._tensor_cache.pop(("hann", 2048, torch.float32, "cpu"), None)
+    with torch.inference_mode():
+        mp.mel_spectrogram_torch(torch.randn(1, 8192), *args)
+    assert not mp.hann_window(2048).is_inference() and not mp.mel_basis(22050, 2048, 80, 0.0, 11025.0).is_inference()
+    x = torch.randn(1, 8192, requires_grad=True)
+    mp.mel_spectrogram_torch(x, *args).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_spectrogram_too_short_is_a_clear_error():
     with pytest.raises(ValueError, match="too short"):
         mp.spectrogram_torch(torch.zeros(1, 500), 2048, 44100, 512, 2048)

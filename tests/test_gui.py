@@ -48,6 +48,17 @@ report["latency"] = app.window["latency"].get()
 app.window.write_event_value("start", None)
 app.step(500)
 report["start_status"] = app.window["status"].get()
+# the status line shows the whole message: a label of the same font and wrap width, free to grow,
+# needs no more height than the status widget has
+import tkinter as tk
+app.window.TKroot.update()
+st = app.window["status"].Widget
+probe = tk.Label(st.master, text=st.cget("text"), font=st.cget("font"), wraplength=st.cget("wraplength"),
+                 justify=st.cget("justify"))
+report["status_fits"] = [probe.winfo_reqheight(), st.winfo_height()]
+root = app.window.TKroot
+report["status_inside"] = st.winfo_rooty() + st.winfo_height() <= root.winfo_rooty() + root.winfo_height()
+probe.destroy()
 report["alive"] = app.step(50)
 
 # now a sound system with one input and one output; the stream runs 3 blocks when started
@@ -123,6 +134,8 @@ def test_window_opens_reads_saves_and_closes(display, tmp_path):
     assert "no audio input device" in report["device_status"]
     assert "no audio input device" in report["start_status"] and "--input" in report["start_status"]
     assert report["alive"] is True
+    needed, shown = report["status_fits"]
+    assert needed <= shown and report["status_inside"], report["status_fits"]   # not cut off at the bottom
     assert report["latency"].startswith("≈ 370 ms")   # 0.3 s block + 0.04 s crossfade + 0.01 + 0.02
     # with a (fake) sound card: the model loads, blocks flow, the readout shows latency and compute
     assert report["run_status"].startswith("running: Mic (ALSA) → Speakers (ALSA) at 44100 Hz"), report

@@ -281,3 +281,28 @@ def test_mixing_models_of_different_configs_is_refused(two_models, tmp_path, cap
     assert not (tmp_path / "x.pth").exists()
     code = run_main(model_mix.main, ["-m", str(a), str(c), "-r", "50"])
     assert code == 2 and "2 models but 1 rates" in capsys.readouterr().err
+
+
+def test_checkpoint_carrying_its_config_needs_no_c(models, workdir, capsys):
+    """Issue 19: a G written by our trainer stores its config; -c may then be left out (no
+    logs/44k/config.json here), and the audio equals the run with the side config."""
+    import json
+
+    from modules.checkpoint import CONFIG_KEY
+
+    ckpt = torch.load(models.g, map_location="cpu", weights_only=True)
+    ckpt[CONFIG_KEY] = json.loads(models.config.read_text())
+    carried = workdir / "G_carried.pth"
+    torch.save(ckpt, carried)
+    assert run(["-m", str(carried), "-n", "song.wav", "-s", "alice", "-wf", "wav"], capsys)[0] == 0
+    (workdir / "results" / "song.wav_0key_alice_sovits_pm.wav").rename(workdir / "no_c.wav")
+    assert run(["-m", str(carried), "-c", str(models.config), "-n", "song.wav", "-s", "alice", "-wf", "wav"],
+               capsys)[0] == 0
+    a, _ = sf.read(workdir / "no_c.wav")
+    b, _ = sf.read(workdir / "results" / "song.wav_0key_alice_sovits_pm.wav")
+    assert np.array_equal(a, b)
+
+
+def test_41_checkpoint_without_config_and_no_c_names_the_fix(models, workdir, capsys):
+    code, err = run(["-m", str(models.g), "-n", "song.wav", "-s", "alice"], capsys)
+    assert code != 0 and "config.json" in err and "-c" in err

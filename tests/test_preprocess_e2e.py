@@ -112,6 +112,10 @@ def test_three_scripts_in_order_then_resume_after_a_crash(project, caplog):
         assert _files_of(folder) == _expected(stems)
         for s in stems:
             _check_artifacts(folder / f"{s}.wav", enc_dim)
+    from modules.f0_stats import load_f0_stats  # per-speaker statistics next to the config (issue 20)
+
+    stats = load_f0_stats("configs/f0_stats.json")
+    assert set(stats) == {"alice", "bob"} and 140 < stats["alice"].median_hz < stats["bob"].median_hz < 250
 
     # --- simulated crash: artifacts missing, one half-written by 4.1 (0 bytes), a stale temporary
     a = Path("dataset/44k/alice")

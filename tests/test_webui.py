@@ -396,3 +396,72 @@ def test_page_callbacks_load_local_model_convert_and_unload(models, song, tmp_pa
     assert state is None and speaker_update["choices"] == [] and msg == "Model unloaded."
     with pytest.raises(gr.Error, match="no model is loaded"):
         shown(_convert)(state, str(song), "alto", {}, tmp_path, lambda *a, **k: None)
+
+
+# --- .svc.safetensors model files (issue 23) ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_file(models, tmp_path_factory):
+    from modelfile import export_model
+
+    dm, dc = build_diffusion(tmp_path_factory.mktemp("webui_diff"), models.pretrain)
+    return export_model(model_path=models.g, config_path=models.config,
+                        output_path=models.root / "voice.svc.safetensors", diffusion_model_path=dm,
+                        diffusion_config_path=dc, author="A. Singer", license="CC-BY-4.0", description="tiny voice")
+
+
+def test_model_file_loads_without_a_config_shows_its_metadata_and_converts_the_same(models, svc, model_file, song,
+                                                                                      tmp_path):
+    new, msg = cb.load_model(model_path=model_file, config_path=None, device="cpu")
+    for text in ("Model file voice.svc.safetensors: speech encoder vec768l12", "Author: A. Singer",
+                 "License: CC-BY-4.0", "Description: tiny voice", "also holds a diffusion model",
+                 "Speakers: alto, tenor"):
+        assert text in msg, msg
+    assert not new.shallow_diffusion and cb.speakers(new) == list(SPEAKERS)
+    a = cb.convert_file(new, song, "tenor", results_dir=tmp_path / "file")
+    b = cb.convert_file(svc, song, "tenor", results_dir=tmp_path / "pth")
+    np.testing.assert_array_equal(sf.read(a.path)[0], sf.read(b.path)[0])
+    new.unload_model()
+    # a config left in its box is not used; the file's diffusion model on request
+    new, msg = cb.load_model(model_path=model_file, config_path=models.config, device="cpu", file_diffusion=True)
+    assert "config.json is not used" in msg and "Diffusion model from the model file loaded (shallow)" in msg
+    assert new.shallow_diffusion
+    new.unload_model()
+    with pytest.raises(SvcError, match="put it in the model box"):
+        cb.load_model(model_path=models.g, config_path=model_file)
+    with pytest.raises(SvcError, match="needs a .svc.safetensors model"):
+        cb.load_model(model_path=models.g, config_path=models.config, file_diffusion=True)
+
+
+def test_disguised_pickle_is_refused_by_the_page(tmp_path):
+    import pickle
+
+    evil = tmp_path / "voice.svc.safetensors"
+    evil.write_bytes(pickle.dumps({"model": 1}))
+    with pytest.raises(SvcError, match="nothing in it was executed"):
+        cb.load_model(model_path=evil, config_path=None, device="cpu")
+
+
+def test_local_model_files_are_listed_and_load(models, model_file, tmp_path):
+    from webui.app import _load
+
+    trained = tmp_path / "trained"
+    (trained / "shared").mkdir(parents=True)
+    shutil.copy(model_file, trained / "shared" / "voice.svc.safetensors")
+    found = cb.scan_local_models(trained)
+    assert found == [str(trained / "shared" / "voice.svc.safetensors")]
+    assert cb.local_model_files(found[0]) == (Path(found[0]), None)
+    svc, update, msg = _load(None, "local", None, None, found[0], None, None, None, "cpu", False, False, trained)
+    assert update["choices"] == ["alto", "tenor"] and "Author: A. Singer" in msg
+    svc.unload_model()
+
+
+def test_mixing_accepts_model_files(models, model_file, tmp_path):
+    from modules.checkpoint import torch_load
+
+    paths = [model_file, models.g2]
+    text = json.dumps(dict(zip(cb.display_names(paths), [70, 30])))
+    out, msg = cb.mix_models(paths, text, "linear", results_dir=tmp_path)
+    a, b, m = (torch_load(p)["model"] for p in (models.g, models.g2, out))
+    assert "enc_q.pre.weight" not in m
+    torch.testing.assert_close(m["emb_g.weight"], 0.7 * a["emb_g.weight"] + 0.3 * b["emb_g.weight"], rtol=1e-5,
+                               atol=1e-6)

@@ -4,7 +4,7 @@ from packages-debian.txt).
 
 Flow: an error shows as a message (convert without a model) → upload the tiny model + config →
 load → upload a short stereo 22.05 kHz wav → convert → the result file has the right name and
-length and can be downloaded from the page → screenshot → static mixing of two models →
+length and can be downloaded from the page → the score panel and spectrogram appear → screenshot → static mixing of two models →
 compression → stop the server by its pid.
 """
 
@@ -131,6 +131,10 @@ def test_convert_a_file_in_the_browser(server, tmp_path):
             body = page.request.get(link.get_attribute("href")).body()
             assert body == result.read_bytes()
             expect(page.locator("#output_audio audio[src]").first).to_be_attached()  # the player has the audio
+            # The result panel (score box ticked by default): scores, or why the random model's output
+            # cannot be scored, and the spectrogram of input and output.
+            expect(page.locator("#score_panel")).to_contain_text("Scores of the result")
+            expect(page.locator("#spectrogram img").first).to_be_attached()
             page.screenshot(path=str(tmp_path / "webui_inference.png"), full_page=True)
 
             # Tools → static mixing of two models → downloadable output.pth.

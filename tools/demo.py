@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,11 @@ class DemoSettings:
     threads: int | None = None  # OMP_NUM_THREADS for the scripts (None: PyTorch's default, one per core)
     seed: int = 0
     verbose: bool = False       # also stream every script's output to the console
+    log_interval: int = 10      # train.py log line (and progress-bar update) every this many steps
+    # Output weights of the random encoder's attention / feed-forward branches are scaled by this:
+    # a deep random transformer otherwise gives nearly the same vector for every frame (see
+    # vencoder.hubert.fairseq_hubert_state_dict), and clustering / retrieval would have nothing to act on.
+    residual_scale: float = 0.2
 
     @property
     def extra_conversions(self) -> bool:
@@ -84,12 +90,13 @@ class DemoSettings:
 
     @classmethod
     def full_form(cls, out: Path, **overrides: Any) -> "DemoSettings":
-        """``make demo``: 2 × 20 clips of about 3 s (2 minutes of singing), 150 steps of batch 2.
+        """``make demo``: 2 × 20 clips of about 2.5 s (100 s of singing), 120 steps of batch 2.
 
         Short clips keep a step cheap (the text/posterior encoders and the flow run over whole
-        clips): a step costs about 3 CPU-seconds, so the whole run fits in 10 minutes on 2 cores.
+        clips): a step costs about 2.5 CPU-seconds, so the whole run takes about 400 CPU-seconds,
+        under 8 minutes on an idle 2-core machine (docs/bench/demo.md).
         """
-        return replace(cls(out=Path(out), steps=150, clips_per_speaker=20, clip_seconds=3.0, heldout_seconds=8.0,
+        return replace(cls(out=Path(out), steps=120, clips_per_speaker=20, clip_seconds=2.5, heldout_seconds=10.0,
                            batch_size=2, encoder_size="full", n_clusters=64), **overrides)
 
     @classmethod
@@ -149,15 +156,23 @@ class Runner:
     verbose: bool = False
     stages: list[Stage] = field(default_factory=list)
 
-    def script(self, name: str, script: str, *args: str) -> Stage:
-        """``python <ROOT>/<script> args...`` in ``work``; raises DemoError on a non-zero exit."""
+    def script(self, name: str, script: str, *args: str, on_line: Callable[[str], None] | None = None,
+               banner: str | None = None) -> Stage:
+        """``python <ROOT>/<script> args...`` in ``work``; raises DemoError on a non-zero exit.
+
+        ``on_line`` sees every output line as it arrives (progress bars); ``banner`` is written into
+        the stage's log file before the script's own output.
+        """
         cmd = [sys.executable, str(ROOT / script), *map(str, args)]
         shown = ["python", script, *map(str, args)]
         log_path = self.log_dir / f"{len(self.stages) + 1:02d}_{name}.log"
         log.info("[%s] %s", name, " ".join(shown))
         t0, c0 = time.perf_counter(), _children_cpu()
+        pending = b""
         with open(log_path, "wb") as fh:
             fh.write(("$ cd " + str(self.work) + "\n$ " + " ".join(shown) + "\n").encode())
+            if banner:
+                fh.write((banner + "\n").encode())
             fh.flush()
             proc = subprocess.Popen(cmd, cwd=self.work, env=self.env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT)
@@ -168,6 +183,10 @@ class Runner:
                 if self.verbose:
                     sys.stderr.buffer.write(chunk)
                     sys.stderr.flush()
+                if on_line is not None:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        on_line(line.decode(errors="replace"))
             code = proc.wait()
         cpu = _minus(_children_cpu(), c0)
         stage = Stage(name, round(time.perf_counter() - t0, 2), None if cpu is None else round(cpu, 2), shown,
@@ -189,6 +208,56 @@ class Runner:
         self.stages.append(stage)
         log.info("[%s] done in %.1f s", name, stage.wall_s)
         return result
+
+
+class TrainProgress:
+    """A progress bar (step, losses, ETA) fed by train.py's "step N: loss_disc …" log lines.
+
+    train.py logs every ``log_interval`` steps (the demo sets 10), so the bar moves in such steps;
+    its rate and ETA come from them. Call :meth:`close` when the script ends.
+    """
+
+    LINE = re.compile(r"\bstep (\d+): loss_disc ([-\d.naif]+), loss_gen ([-\d.naif]+), loss_fm [-\d.naif]+, "
+                      r"loss_mel ([-\d.naif]+)")
+
+    def __init__(self, steps: int, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: Any = None              # made on the first output line, below the stage's log line
+        self.last: dict[str, float] = {}
+        self.total = steps + 1            # steps 0 … steps run (train.py stops after step --max_steps)
+        self.done = 0                     # steps finished as far as the log says
+
+    def _bar(self) -> Any:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="train", unit="step", disable=not self.enabled,
+                            dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}")
+        return self.bar
+
+    def __call__(self, line: str) -> None:
+        bar = self._bar()
+        m = self.LINE.search(line)
+        if not m:
+            return
+        step = int(m.group(1))
+        self.last = {"step": step, "loss_disc": float(m.group(2)), "loss_gen": float(m.group(3)),
+                     "loss_mel": float(m.group(4))}
+        done = min(step + 1, self.total)
+        bar.update(done - self.done)
+        self.done = done
+        bar.set_postfix_str(f"mel {self.last['loss_mel']:.2f}, gen {self.last['loss_gen']:.2f}, "
+                                 f"disc {self.last['loss_disc']:.2f}")
+
+    def close(self, *, complete: bool = False) -> None:
+        """End the bar; ``complete``: the script succeeded, so every step ran (the last ones may
+        not have been logged). Safe to call twice."""
+        if complete:
+            self._bar().update(self.total - self.done)
+            self.done = self.total
+        if self.bar is not None:
+            self.bar.close()
 
 
 # --- the output folder ------------------------------------------------------------------------------
@@ -221,7 +290,13 @@ def real_encoder_path() -> Path:
 
 
 def prepare_encoder(settings: DemoSettings) -> tuple[Path, bool]:
-    """→ (pretrain folder to use, whether the encoder is random). Writes the random one if needed."""
+    """→ (pretrain folder to use, whether the encoder is random). Writes the random one if needed.
+
+    The random file carries the random-weight marker inside (``modules.checkpoint.RANDOM_WEIGHTS_KEY``),
+    so every stage that loads it warns, wherever it is copied. ``random_encoder.json`` beside it only
+    records how it was made, so a later run with the same settings reuses it (writing the full-size
+    one takes a while).
+    """
     real = real_encoder_path()
     if real.is_file():
         log.info("Using the real speech encoder %s", real)
@@ -230,16 +305,23 @@ def prepare_encoder(settings: DemoSettings) -> tuple[Path, bool]:
 
     folder = (settings.out / "pretrain").resolve()
     path = folder / real.name
-    size_mark = folder / f"{real.name}.{settings.encoder_size}-random"
+    recipe_path = folder / "random_encoder.json"
+    recipe = {"encoder": SPEECH_ENCODER, "size": settings.encoder_size, "seed": settings.seed,
+              "residual_scale": settings.residual_scale}
     log.warning("%s not found: the demo uses a RANDOMLY INITIALISED %s encoder (%s size). The result shows that "
                 "the pipeline works, NOT voice quality. For a meaningful conversion put the real file there "
                 "(python download_pretrain.py %s).", real, SPEECH_ENCODER, settings.encoder_size, SPEECH_ENCODER)
-    if not (path.is_file() and size_mark.is_file()):
+    try:
+        same = path.is_file() and json.loads(recipe_path.read_text(encoding="utf-8")) == recipe
+    except (OSError, ValueError):
+        same = False
+    if not same:
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob(f"{real.name}.*-random"):
+        for old in folder.glob(f"{real.name}.*-random"):   # the sidecar markers of earlier versions
             old.unlink()
-        vencoder.make_random_checkpoint(SPEECH_ENCODER, path, size=settings.encoder_size, seed=settings.seed)
-        size_mark.write_text("random weights written by demo.py\n")
+        vencoder.make_random_checkpoint(SPEECH_ENCODER, path, size=settings.encoder_size, seed=settings.seed,
+                                        residual_scale=settings.residual_scale)
+        recipe_path.write_text(json.dumps(recipe) + "\n", encoding="utf-8")
     return folder, True
 
 
@@ -251,7 +333,7 @@ def edit_config(path: Path, settings: DemoSettings, unit_dim: int) -> dict[str, 
     edits = {
         "train.batch_size": settings.batch_size,
         "train.segment_size": settings.segment_size,
-        "train.log_interval": max(1, min(50, settings.steps // 4)),
+        "train.log_interval": settings.log_interval,  # the progress bar moves with train.py's log lines
         "train.eval_interval": settings.steps,   # evaluate and save once, at the end
         "train.all_in_mem": True,                # small dataset: no DataLoader worker processes
         "train.keep_ckpts": 2,
@@ -313,14 +395,27 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     runner.env["SVC_PRETRAIN_DIR"] = str(pretrain)
     if settings.threads is not None:
         runner.env["OMP_NUM_THREADS"] = runner.env["MKL_NUM_THREADS"] = str(settings.threads)
+    # Idle OpenMP threads sleep instead of spinning: with spinning, any other load on the machine
+    # makes multi-threaded steps many times slower (docs/bench/demo.md). A user's setting wins.
+    runner.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     runner.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
     runner.script("resample", "resample.py")
     runner.script("flist_config", "preprocess_flist_config.py", "--tiny", "--speech_encoder", SPEECH_ENCODER)
     edits = edit_config(work / "configs" / "config.json", settings, encoder_dim(pretrain, random_encoder))
     runner.script("hubert_f0", "preprocess_hubert_f0.py", "--f0_predictor", F0_PREDICTOR)
-    runner.script("train", "train.py", "-c", "configs/config.json", "-m", MODEL_NAME,
-                  "--max_steps", str(settings.steps))
+    if random_encoder:  # train.py appends to its train.log: the warning stays at its top
+        (work / "logs" / MODEL_NAME).mkdir(parents=True, exist_ok=True)
+        with open(work / "logs" / MODEL_NAME / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} WARNING demo.py: {NOTE_RANDOM}\n")
+    progress = TrainProgress(settings.steps, enabled=not settings.verbose)
+    try:
+        runner.script("train", "train.py", "-c", "configs/config.json", "-m", MODEL_NAME,
+                      "--max_steps", str(settings.steps), on_line=progress,
+                      banner=f"WARNING (demo.py): {NOTE_RANDOM}" if random_encoder else None)
+        progress.close(complete=True)
+    finally:
+        progress.close()
     model_dir = work / "logs" / MODEL_NAME
     g_path = latest_checkpoint_path(model_dir, "G_*.pth")
     if g_path is None:
@@ -357,6 +452,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         converted["index_0.5"] = out / "converted_index.wav"
         shutil.copyfile(result(0.5, feature_retrieval=True), converted["index_0.5"])
     plot = runner.step("plot", lambda: write_plot(out, work, settings, random_encoder))
+    curve = write_loss_curve(out, work / "logs" / MODEL_NAME, random_encoder)
+    analysis = analyse_outputs(out / "input.wav", converted, work / "raw" / HELDOUT_NAME)
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
@@ -367,11 +464,15 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
         "dataset": dataset,
         "config_edits": edits,
-        "training": {"steps": settings.steps, "checkpoint": g_path},
+        "training": {"steps": settings.steps, "checkpoint": g_path, "last_logged": progress.last,
+                     "loss_curve": curve},
+        "analysis": analysis,
         "conversion": {"input_voice": source.name, "target_speaker": target.name, "transpose": trans,
                        "f0_predictor": F0_PREDICTOR, **plot["lengths"]},
         "outputs": {"input": str(out / "input.wav"), **{f"converted_{k}": str(v) for k, v in converted.items()},
-                    "spectrogram": str(out / "spectrogram.png"), "report_md": str(out / "report.md"),
+                    "spectrogram": str(out / "spectrogram.png"),
+                    **({"loss_curve": str(out / "loss_curve.png")} if curve else {}),
+                    "report_md": str(out / "report.md"),
                     "work": str(work), "logs": str(log_dir)},
         "stages": [asdict(s) for s in runner.stages],
         "total": {"wall_s": round(time.perf_counter() - t_start, 1), "cpu_s": _total_cpu(cpu_start, children_start)},
@@ -444,23 +545,174 @@ def write_plot(out: Path, work: Path, settings: DemoSettings, random_encoder: bo
     return {"lengths": {"sample_rate": sr, "input_samples": int(len(x)), "output_samples": int(len(y))}}
 
 
+LOSS_TAGS = {"loss/g/mel": "mel (L1 × c_mel)", "loss/g/kl": "KL", "loss/g/total": "generator total",
+             "loss/d/total": "discriminator"}
+
+
+def read_loss_scalars(model_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The training scalars of :data:`LOSS_TAGS` from the TensorBoard event files in ``model_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(model_dir), size_guidance={"scalars": 0, "images": 1, "audio": 1, "histograms": 1})
+    acc.Reload()
+    have = set(acc.Tags().get("scalars", []))
+    return {tag: [(int(e.step), float(e.value)) for e in acc.Scalars(tag)] for tag in LOSS_TAGS if tag in have}
+
+
+def write_loss_curve(out: Path, model_dir: Path, random_encoder: bool) -> dict[str, Any] | None:
+    """``loss_curve.png`` from train.py's TensorBoard scalars → first/last value per loss (None: no data)."""
+    try:
+        series = read_loss_scalars(model_dir)
+    except Exception as e:  # a damaged or missing event file must not fail the demo at the end
+        log.warning("no loss curve: could not read the TensorBoard events in %s (%s)", model_dir, e)
+        return None
+    if not series:
+        log.warning("no loss curve: train.py wrote no loss scalars in %s", model_dir)
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, tags in ((axes[0], ("loss/g/mel", "loss/g/kl")), (axes[1], ("loss/g/total", "loss/d/total"))):
+        for tag in tags:
+            if tag in series:
+                steps, values = zip(*series[tag])
+                ax.plot(steps, values, marker=".", label=LOSS_TAGS[tag])
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    title = "training losses (train.py's TensorBoard scalars)"
+    if random_encoder:
+        title += " — random speech encoder"
+    fig.suptitle(title, color="darkred" if random_encoder else "black")
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=100)
+    plt.close(fig)
+    return {tag: {"first": vals[0][1], "last": vals[-1][1], "first_step": vals[0][0], "last_step": vals[-1][0],
+                  "points": len(vals)} for tag, vals in series.items()}
+
+
+def analyse_outputs(input_wav: Path, converted: dict[str, Path], heldout: Path) -> dict[str, Any]:
+    """Measure what the report states about the conversions (all at the model rate).
+
+    * ``dc``: mean sample value of each file (a DC offset shows here);
+    * ``difference_vs_plain``: RMS(y − y_plain) / RMS(y_plain − its mean) of the k-means / index conversions;
+    * ``silence``: the chunks 4.1's slicer (-sd -40 dB, min 5 s) marks silent in the input, and the
+      largest |sample| each output has inside them (inference writes zeros there).
+    """
+    import numpy as np
+
+    from inference.slicer import slice_audio
+    from modules.audio import load_audio
+
+    x, sr = load_audio(input_wav)
+    outs = {name: load_audio(path)[0] for name, path in converted.items()}
+    raw, raw_sr = load_audio(heldout)
+    chunks = [c for c in slice_audio(raw, raw_sr, -40, 5000) if c.silent]
+    spans = [(-(-c.start * sr // raw_sr), min(len(x), -(-c.end * sr // raw_sr))) for c in chunks]
+
+    def rms(a: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
+
+    # input frames (20 ms) quieter than the slicer's -40 dB that lie inside voiced slices: breaths, pauses
+    hop = sr // 50
+    n_frames = len(x) // hop
+    quiet = np.sqrt(np.mean(np.square(x[:n_frames * hop].reshape(n_frames, hop)), axis=1)) < 10 ** (-40 / 20)
+    for a, b in spans:
+        quiet[a // hop:-(-b // hop)] = False
+
+    def quiet_rms(y: np.ndarray) -> float | None:
+        frames = y[:n_frames * hop].reshape(n_frames, hop)[quiet]
+        return round(rms(frames), 5) if frames.size else None
+
+    result: dict[str, Any] = {"dc": {"input": round(float(np.mean(x)), 5)},
+                              "rms": {"input": round(rms(x), 5)}, "difference_vs_plain": {},
+                              "silence": {"silent_chunks_s": [[round(a / sr, 3), round(b / sr, 3)] for a, b in spans],
+                                          "max_abs_in_silent_chunks": {},
+                                          "quiet_frames_in_slices_s": round(float(quiet.sum()) * hop / sr, 2),
+                                          "rms_in_quiet_frames": {"input": quiet_rms(x)}}}
+    plain = outs.get("sovits")
+    for name, y in outs.items():
+        result["dc"][name] = round(float(np.mean(y)), 5)
+        result["rms"][name] = round(rms(y), 5)
+        if plain is not None and name != "sovits" and len(y) == len(plain):
+            # relative to the plain output's AC part: a DC offset must not make a difference look small
+            result["difference_vs_plain"][name] = float(f"{rms(y - plain) / max(rms(plain - plain.mean()), 1e-12):.3g}")
+        peak = max((float(np.max(np.abs(y[a:b]))) for a, b in spans if b > a), default=None)
+        result["silence"]["max_abs_in_silent_chunks"][name] = peak
+        result["silence"]["rms_in_quiet_frames"][name] = quiet_rms(y)
+    return result
+
+
 def write_report(out: Path, report: dict[str, Any]) -> None:
     from modules.io_utils import atomic_write_text
 
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
-    lines = ["# so-vits-svc demo run", "", f"{report['date']} · {report['machine']['platform']} · "
-             f"{report['machine']['cpus']} CPUs · Python {report['machine']['python']}", "",
-             f"**{report['note']}**", "",
-             f"Dataset: {report['dataset']['clips']} synthetic clips, {report['dataset']['seconds']} s "
-             f"({', '.join(report['dataset']['speakers'])}). Training: {report['training']['steps']} steps "
-             f"(tiny config). Conversion: held-out '{report['conversion']['input_voice']}' clip → "
-             f"'{report['conversion']['target_speaker']}', {report['conversion']['transpose']:+d} semitones, "
-             f"f0 by {report['conversion']['f0_predictor']}. Threads per script: "
-             f"{report['settings']['threads'] or 'PyTorch default (one per core)'}.", "",
-             "| stage | command | wall (s) | CPU (s) |", "|---|---|---:|---:|"]
-    for s in report["stages"]:
-        cmd = f"`{' '.join(s['command'])}`" if s["command"] else "(in the demo process)"
-        lines.append(f"| {s['name']} | {cmd} | {s['wall_s']:.1f} | {_fmt(s['cpu_s'])} |")
+    random_encoder = report["encoder"]["random"]
+    lines = ["# so-vits-svc demo run", ""]
+    if random_encoder:
+        lines += [f"> **WARNING: RANDOM SPEECH ENCODER.** {report['note']} The file "
+                  f"`{report['encoder']['path']}` is marked as random weights inside "
+                  "(`svc_random_weights`); every stage that loaded it logged a warning.", ""]
+    lines += [f"{report['date']} · {report['machine']['platform']} · "
+              f"{report['machine']['cpus']} CPUs · Python {report['machine']['python']}", "",
+              f"**{report['note']}**", "",
+              f"Dataset: {report['dataset']['clips']} synthetic clips, {report['dataset']['seconds']} s "
+              f"({', '.join(report['dataset']['speakers'])}). Training: {report['training']['steps']} steps "
+              f"(tiny config). Conversion: held-out '{report['conversion']['input_voice']}' clip → "
+              f"'{report['conversion']['target_speaker']}', {report['conversion']['transpose']:+d} semitones, "
+              f"f0 by {report['conversion']['f0_predictor']}. Threads per script: "
+              f"{report['settings']['threads'] or 'PyTorch default (one per core)'}.", ""]
+    curve = report["training"].get("loss_curve")
+    if curve:
+        lines += ["## Training", "", "![loss curve](loss_curve.png)", "",
+                  "| loss | first | last | points |", "|---|---:|---:|---:|"]
+        lines += [f"| {LOSS_TAGS.get(tag, tag)} | {v['first']:.3f} | {v['last']:.3f} | {v['points']} |"
+                  for tag, v in curve.items()]
+        lines.append("")
+    a = report.get("analysis")
+    if a:
+        lines += ["## The conversions", "", "| file | DC (mean) | RMS | difference from plain | max \\|x\\| in silent chunks |",
+                  "|---|---:|---:|---:|---:|"]
+        for name in a["dc"]:
+            diff = a["difference_vs_plain"].get(name)
+            peak = a["silence"]["max_abs_in_silent_chunks"].get(name)
+            lines.append(f"| {name} | {a['dc'][name]:+.4f} | {a['rms'][name]:.4f} | "
+                         f"{'–' if diff is None else f'{diff:.2g}'} | {'–' if peak is None else f'{peak:.4f}'} |")
+        silent = a["silence"]["silent_chunks_s"]
+        lines.append("")
+        if a["difference_vs_plain"]:
+            same = max(a["difference_vs_plain"].values()) < 0.01
+            lines += ["*Difference from plain*: RMS of (conversion − plain conversion) / RMS of the plain one "
+                      "without its DC."
+                      + (" The random encoder's units follow the input's spectrum over time (its attention and "
+                         "feed-forward branches are scaled down, so a deep random transformer does not map every "
+                         "frame to the same vector), so k-means and retrieval do change the units; they still carry "
+                         "no phonetic knowledge." if random_encoder else "")
+                      + (" The conversions are nevertheless practically the same: after so few steps the model's "
+                         "prior path (the text encoder that reads the units) has not learned to depend on them yet, "
+                         "so the output hardly depends on the units at all (docs/demo.md has the measurement); "
+                         "train longer (--steps) to see k-means and retrieval act." if same else ""), ""]
+        lines += ["*DC*: the mean sample value. The input has none; a model trained for a few hundred steps "
+                  "can put one in its output: the untrained generator already has one, and the training losses "
+                  "hardly see 0 Hz (every mel filter has zero weight in the 0 Hz bin), so nothing pulls it to zero yet. 4.1 does not filter it "
+                  "either. See docs/demo.md.",
+                  "", "*Silent chunks*: " + (
+                      ", ".join(f"{b0:.2f}–{b1:.2f} s" for b0, b1 in silent) + " of the input are silent chunks "
+                      "for 4.1's slicer (-sd -40 dB); inference writes zeros there (last column)."
+                      if silent else "4.1's slicer (-sd -40 dB) found no silent chunk in the input.")
+                  + f" The slicer cuts only silences at the ends or longer than 5 s, so the input's other quiet "
+                  f"frames ({a['silence']['quiet_frames_in_slices_s']} s: breaths and the pause between the two "
+                  "phrase groups) are converted with the rest, in 4.1 as here. Output RMS in those frames: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in a["silence"]["rms_in_quiet_frames"].items() if v is not None)
+                  + " — what the model learned for near-silence in so few steps.", ""]
+    lines += ["## Stages", "", "| stage | command | wall (s) | CPU (s) |", "|---|---|---:|---:|"]
+    for st in report["stages"]:
+        cmd = f"`{' '.join(st['command'])}`" if st["command"] else "(in the demo process)"
+        lines.append(f"| {st['name']} | {cmd} | {st['wall_s']:.1f} | {_fmt(st['cpu_s'])} |")
     lines += [f"| **total** | | **{report['total']['wall_s']:.1f}** | **{_fmt(report['total']['cpu_s'])}** |", "",
               "Config edits after `preprocess_flist_config.py`: "
               + ", ".join(f"`{k}` = {json.dumps(v)}" for k, v in report["config_edits"].items()) + ".", "",

@@ -271,11 +271,28 @@ def write_dataset(root: str | os.PathLike, *, clips_per_speaker: int, clip_secon
     return out
 
 
+HELDOUT_PAUSE_S = 0.5      # silence between the held-out clip's two phrase groups
+HELDOUT_TAIL_S = 0.4       # silence at its end
+
+
+def make_heldout(voice: Voice, seconds: float, *, seed: int = 0, sr: int = RAW_SR) -> np.ndarray:
+    """A clip not in the training set (its own seed range): two phrase groups joined by a
+    :data:`HELDOUT_PAUSE_S` pause of silence, as between two lines of a song, and
+    :data:`HELDOUT_TAIL_S` of silence at the end. 4.1's slicer turns the tail into a silent chunk
+    (inference writes zeros there); the pause stays inside a slice (it cuts only silences longer
+    than 5 s, or at the ends), so the model converts it like the rest."""
+    sung = seconds - HELDOUT_PAUSE_S - HELDOUT_TAIL_S
+    first = make_clip(voice, 0.6 * sung, _seed(seed, 999, 0), sr)
+    second = make_clip(voice, 0.4 * sung, _seed(seed, 999, 1), sr)
+    return np.concatenate([first, np.zeros(int(HELDOUT_PAUSE_S * sr), np.float32), second,
+                           np.zeros(int(HELDOUT_TAIL_S * sr), np.float32)])
+
+
 def write_heldout(path: str | os.PathLike, voice: Voice, seconds: float, *, seed: int = 0, sr: int = RAW_SR) -> Path:
-    """A clip not in the training set (its own seed range) → ``path`` (16-bit PCM at ``sr``)."""
+    """:func:`make_heldout` → ``path`` (16-bit PCM at ``sr``)."""
     from modules.audio import save_audio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_audio(path, make_clip(voice, seconds, _seed(seed, 999, 0), sr), sr, subtype="PCM_16")
+    save_audio(path, make_heldout(voice, seconds, seed=seed, sr=sr), sr, subtype="PCM_16")
     return path

@@ -112,6 +112,7 @@ class TrainState:
     loader: Any = None
     sampler: Any = None
     eval_loader: Any = None
+    validation: Any = None   # evaluation.training.ValidationHook (rank 0, train.val_scores)
     last_result: StepResult | None = None
 
     def __post_init__(self) -> None:
@@ -540,7 +541,9 @@ def log_step(state: TrainState, result: StepResult, batch_idx: int, n_batches: i
 @torch.no_grad()
 def evaluate(state: TrainState, eval_loader: Any) -> None:
     """Rank 0 at ``eval_interval``: ``infer`` every validation item (noise 0.35, given f0) and log
-    audio and mels to ``logs/<m>/eval``. ``infer`` reseeds the RNG; the training RNG is restored."""
+    audio and mels to ``logs/<m>/eval``; then ``state.validation`` scores the items (``val/*``
+    scalars, ``best.json``; :mod:`evaluation.training`). ``infer`` reseeds the RNG and the scorer's
+    first pass builds models; the training RNG is restored."""
     from modules.mel_processing import mel_spectrogram_torch, spec_to_mel_torch
     from training.summaries import plot_spectrogram_to_numpy, summarize
 
@@ -551,6 +554,7 @@ def evaluate(state: TrainState, eval_loader: Any) -> None:
     generator = unwrap(state.net_g)
     generator.eval()
     audios: dict[str, torch.Tensor] = {}
+    items: list[tuple[torch.Tensor, torch.Tensor, int]] = []   # (y [L], ŷ [L], speaker id) for the scores
     mel = y_hat_mel = None
     devices = [dev] if dev.type == "cuda" else []
     try:
@@ -567,6 +571,10 @@ def evaluate(state: TrainState, eval_loader: Any) -> None:
                                                   data.mel_fmin, data.mel_fmax)
                 audios[f"gen/audio_{i}"] = y_hat[0].float().cpu()
                 audios[f"gt/audio_{i}"] = y[0].cpu()
+                items.append((y[0, 0], y_hat[0, 0].float(), int(g.reshape(-1)[0])))
+            if state.validation is not None and items:
+                state.validation(items, state.global_step, writer=state.writer_eval,
+                                 checkpoint=f"G_{state.global_step}.pth")
     finally:
         generator.train()
     images = {}
@@ -695,6 +703,10 @@ def run_worker(options: TrainOptions, runtime: Runtime) -> int:
             runner.log_start(state, precision, int(hps.train.batch_size), resumed_step=resumed, what="SoVITS training")
             state.writer = open_writer(options.model_dir)
             state.writer_eval = open_writer(options.model_dir / "eval")
+            if state.config.train.val_scores:
+                from evaluation.training import ValidationHook
+
+                state.validation = ValidationHook(hps.data, options.model_dir, device=runtime.device)
         try:
             return runner.run(state, run_plan(state))
         finally:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modules.checkpoint import atomic_torch_save
+from modules.checkpoint import atomic_torch_save, mark_random_weights
 from modules.errors import CheckpointError
 
 from .base import ModuleEncoder, SpeechEncoder
@@ -289,4 +289,4 @@ def write_dphubert(spec: Any, path: Path, *, size: str, seed: int) -> None:
     e = cfg["encoder_embed_dim"]
     proj = fill_random({f"{i}.{n}": ((768, e) if n == "weight" else (768,)) for i in range(4) for n in ("weight", "bias")},
                        seed=seed + 1)
-    atomic_torch_save({"state_dict": sd, "config": cfg, "distill_linear_projs": proj}, path)
+    atomic_torch_save(mark_random_weights({"state_dict": sd, "config": cfg, "distill_linear_projs": proj}), path)

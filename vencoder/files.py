@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from modules.checkpoint import torch_load
+from modules.checkpoint import RANDOM_WEIGHTS_KEY, has_random_weights, torch_load, warn_random_weights
 from modules.errors import CheckpointError
 from modules.io_utils import atomic_path
 
@@ -154,11 +154,19 @@ def plain(obj: Any) -> Any:
 
 # --- reading ------------------------------------------------------------------------------------
 def load_encoder_file(path: str | os.PathLike, *, what: str, mmap: bool = False) -> Any:
-    """Read an encoder weight file safely (see module docstring). Raises CheckpointError/UnsafeFileError."""
+    """Read an encoder weight file safely (see module docstring). Raises CheckpointError/UnsafeFileError.
+
+    A file marked as random weights (``modules.checkpoint.RANDOM_WEIGHTS_KEY``) is announced with a
+    loud warning (once per file) and returned without the marker.
+    """
     try:
-        return torch_load(path, stand_ins=FAIRSEQ_STAND_INS, what=what, mmap=mmap)
+        obj = torch_load(path, stand_ins=FAIRSEQ_STAND_INS, what=what, mmap=mmap)
     except TypeError as e:  # a pickle that tries to call a type marker
         raise CheckpointError(f"{path}: not a valid {what}: malformed pickle ({e})") from None
+    if has_random_weights(obj):
+        warn_random_weights(path, what)
+        obj = {k: v for k, v in obj.items() if k != RANDOM_WEIGHTS_KEY}  # the loaders see the published layout
+    return obj
 
 
 def describe_kind(obj: Any) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modules.checkpoint import mark_random_weights
 from modules.errors import CheckpointError
 
 from .base import ModuleEncoder, SpeechEncoder
@@ -363,8 +364,15 @@ def _fairseq_cfg(model: dict[str, Any], normalize: bool) -> dict[str, Any]:
     return cfg
 
 
-def fairseq_hubert_state_dict(mc: dict[str, Any], *, seed: int, n_symbols: int = 504) -> dict[str, torch.Tensor]:
-    """Random fairseq ``HubertModel`` state dict (key names, order and shapes of fairseq's)."""
+def fairseq_hubert_state_dict(mc: dict[str, Any], *, seed: int, n_symbols: int = 504,
+                              residual_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """Random fairseq ``HubertModel`` state dict (key names, order and shapes of fairseq's).
+
+    ``residual_scale`` multiplies the output weights of every attention and feed-forward branch.
+    A deep random transformer maps every frame to nearly the same vector (12 layers: frame-to-frame
+    cosine similarity 0.999); branches scaled by ~0.2 keep the residual stream close to the conv
+    features, so the random units still follow the input's spectrum over time (cosine ~0.3).
+    """
     conv = parse_conv_layers(mc["conv_feature_layers"])
     e, f, fd = mc["encoder_embed_dim"], mc["encoder_ffn_embed_dim"], mc["final_dim"]
     shapes: dict[str, tuple[int, ...]] = {"mask_emb": (e,), "label_embs_concat": (n_symbols, fd)}
@@ -396,10 +404,14 @@ def fairseq_hubert_state_dict(mc: dict[str, Any], *, seed: int, n_symbols: int =
                    "final_proj.weight": (fd, e), "final_proj.bias": (fd,)})
     sd = fill_random(shapes, seed=seed)
     sd["encoder.pos_conv.0.weight_g"] = weight_norm_g(sd["encoder.pos_conv.0.weight_v"], dim=2)
+    if residual_scale != 1.0:
+        for k in sd:
+            if k.endswith(("self_attn.out_proj.weight", "fc2.weight")):
+                sd[k] = sd[k] * residual_scale
     return sd
 
 
-def write_fairseq_hubert(spec: Any, path: Path, *, size: str, seed: int) -> None:
+def write_fairseq_hubert(spec: Any, path: Path, *, size: str, seed: int, residual_scale: float = 1.0) -> None:
     """A fairseq checkpoint exactly as ``checkpoint_best_legacy_500.pt`` / HuBERT large are laid out."""
     size_cfg = dict(HUBERT_SIZES[f"{spec.extra['full']}/{size}"])
     normalize = size_cfg.pop("normalize")
@@ -407,7 +419,7 @@ def write_fairseq_hubert(spec: Any, path: Path, *, size: str, seed: int) -> None
     ckpt = {
         "args": None,
         "cfg": _fairseq_cfg(mc, normalize),
-        "model": fairseq_hubert_state_dict(mc, seed=seed),
+        "model": fairseq_hubert_state_dict(mc, seed=seed, residual_scale=residual_scale),
         "criterion": None,
         "optimizer_history": [{"criterion_name": "HubertCriterion", "optimizer_name": "FairseqAdam",
                                "lr_scheduler_state": {"best": None}, "num_updates": 0}],
@@ -415,7 +427,7 @@ def write_fairseq_hubert(spec: Any, path: Path, *, size: str, seed: int) -> None
         "extra_state": {"metrics": {}, "previous_training_time": 0.0,
                         "train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True}},
     }
-    save_fairseq_checkpoint(ckpt, path)
+    save_fairseq_checkpoint(mark_random_weights(ckpt), path)
 
 
 def write_hubert_soft(spec: Any, path: Path, *, size: str, seed: int) -> None:
@@ -445,4 +457,4 @@ def write_hubert_soft(spec: Any, path: Path, *, size: str, seed: int) -> None:
     shapes.update({"proj.weight": (proj, e), "proj.bias": (proj,), "label_embedding.weight": (100, proj)})
     sd = fill_random(shapes, seed=seed)
     sd["positional_embedding.conv.weight_g"] = weight_norm_g(sd["positional_embedding.conv.weight_v"], dim=2)
-    atomic_torch_save({"module." + k: v for k, v in sd.items()}, path)
+    atomic_torch_save(mark_random_weights({"module." + k: v for k, v in sd.items()}), path)

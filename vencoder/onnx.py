@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from modules.checkpoint import RANDOM_WEIGHTS_KEY, warn_random_weights
 from modules.errors import AudioError, CheckpointError
 from modules.io_utils import atomic_path
 
@@ -102,6 +103,8 @@ def load_onnx(spec: Any, path: Path, device: torch.device, dtype: torch.dtype) -
     except Exception as e:  # InvalidProtobuf, Fail, ...
         raise CheckpointError(f"{path}: not a valid ONNX graph for speech encoder '{spec.name}': "
                               f"{str(e).splitlines()[0]}. Download it again from {spec.url}") from None
+    if session.get_modelmeta().custom_metadata_map.get(RANDOM_WEIGHTS_KEY) == "true":
+        warn_random_weights(path, f"speech encoder '{spec.name}' (ONNX graph)")
     model = OnnxModel(session)
     if model.input.type not in _ORT_FLOAT:
         raise CheckpointError(f"{path}: ONNX graph input '{model.input.name}' is {model.input.type}; expected float audio")
@@ -145,3 +148,8 @@ def write_onnx(spec: Any, path: Path, *, size: str, seed: int) -> None:
         torch.onnx.export(wrapper, (torch.zeros(1, 1, 16000),), str(tmp_path), input_names=["source"],
                           output_names=["embed"], dynamic_axes={"source": {2: "samples"}, "embed": {1: "frames"}},
                           opset_version=17, dynamo=False)
+        import onnx
+
+        graph = onnx.load(str(tmp_path))
+        onnx.helper.set_model_props(graph, {RANDOM_WEIGHTS_KEY: "true"})  # the mark travels with the file
+        onnx.save(graph, str(tmp_path))

@@ -131,15 +131,23 @@ def encoder_dim(name: str) -> int:
     return get_spec(name).dim
 
 
-def make_random_checkpoint(name: str, path: str | os.PathLike, *, size: str = "tiny", seed: int = 0) -> Path:
+def make_random_checkpoint(name: str, path: str | os.PathLike, *, size: str = "tiny", seed: int = 0,
+                           **options: Any) -> Path:
     """Write a random-weight checkpoint for encoder ``name`` at ``path`` in its published format.
 
     ``size="tiny"`` gives small widths and depths (fast tests); ``size="full"`` the real
-    architecture (benchmarks, demos without the real weights). Returns ``path``.
+    architecture (benchmarks, demos without the real weights). ``options`` go to the family's
+    writer (fairseq ContentVec/HuBERT: ``residual_scale``). The file carries the random-weight
+    marker (``modules.checkpoint.RANDOM_WEIGHTS_KEY``). Returns ``path``.
     """
     spec = get_spec(name)
     if size not in ("tiny", "full"):
         raise SvcError(f"size must be 'tiny' or 'full', got {size!r}")
     path = Path(path)
-    spec.resolve(spec.writer)(spec, path, size=size, seed=int(seed))
+    try:
+        spec.resolve(spec.writer)(spec, path, size=size, seed=int(seed), **options)
+    except TypeError as e:
+        if options and "unexpected keyword argument" in str(e):
+            raise SvcError(f"random checkpoint of '{name}': {e}") from None
+        raise
     return path

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modules.checkpoint import atomic_torch_save
+from modules.checkpoint import atomic_torch_save, mark_random_weights
 from modules.errors import CheckpointError
 
 from .base import ModuleEncoder, SpeechEncoder
@@ -147,4 +147,4 @@ def write_wavlm(spec: Any, path: Path, *, size: str, seed: int) -> None:
     for k in sd:
         if k.endswith("grep_a"):
             sd[k] = sd[k] + 1.0  # Microsoft initialises the gate constant to ones
-    atomic_torch_save({"cfg": c, "model": sd}, path)
+    atomic_torch_save(mark_random_weights({"cfg": c, "model": sd}), path)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modules.checkpoint import atomic_torch_save
+from modules.checkpoint import atomic_torch_save, mark_random_weights
 from modules.errors import CheckpointError
 from modules.mel_processing import whisper_log_mel_spectrogram
 
@@ -176,4 +176,4 @@ def write_whisper(spec: Any, path: Path, *, size: str, seed: int) -> None:
     for i in range(dims["n_text_layer"]):
         block(f"decoder.blocks.{i}", t, cross=True)
     add("decoder.ln.weight", t); add("decoder.ln.bias", t)
-    atomic_torch_save({"dims": dims, "model_state_dict": sd}, path)
+    atomic_torch_save(mark_random_weights({"dims": dims, "model_state_dict": sd}), path)

@@ -20,6 +20,7 @@ import gradio as gr
 from inference.options import ConversionOptions
 from modules.errors import SvcError
 from webui import callbacks as cb
+from webui import scores as sc
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,14 @@ def on_refresh_local(trained_dir: str | os.PathLike = cb.TRAINED_DIR):
 
 
 def _load(svc, source, model_file, config_file, local_folder, diff_model, diff_config, cluster_file, device,
-          enhance, only_diffusion, trained_dir):
-    if source == "local" and not only_diffusion:
+          enhance, only_diffusion, trained_dir, file_diffusion=False):
+    if source == "local" and (not only_diffusion or (local_folder and Path(local_folder).is_file())):
         if local_folder and local_folder not in cb.scan_local_models(trained_dir):
             raise SvcError(f"local model {local_folder!r} is not a model folder under {trained_dir}/; press 'Refresh'")
         model_file, config_file = cb.local_model_files(local_folder)
     new, msg = cb.load_model(model_path=model_file, config_path=config_file, diffusion_model_path=diff_model,
                              diffusion_config_path=diff_config, cluster_model_path=cluster_file, device=device,
-                             enhance=enhance, only_diffusion=only_diffusion)
+                             enhance=enhance, only_diffusion=only_diffusion, file_diffusion=file_diffusion)
     if svc is not None:  # one model per session; the old one stays usable if the new one fails to load
         cb.unload_model(svc)
     names = cb.speakers(new)
@@ -119,11 +120,13 @@ def _model_panel(trained_dir: Path) -> SimpleNamespace:
             with gr.Tabs():
                 with gr.Tab("Upload", id="upload") as ui.tab_upload:
                     with gr.Row():
-                        ui.model_file = _file("Model (G_*.pth)", "model_file")
-                        ui.config_file = _file("Config (config.json)", "config_file")
+                        ui.model_file = _file("Model (G_*.pth or .svc.safetensors)", "model_file")
+                        ui.config_file = _file("Config (config.json; not needed for a .svc.safetensors model)",
+                                               "config_file")
                 with gr.Tab("Local", id="local") as ui.tab_local:
                     gr.Markdown(f"Put each model in its own folder under `{trained_dir}/` "
-                                "(exactly one `.pth` and one `.json` per folder).")
+                                "(exactly one `.pth` and one `.json` per folder), or put `.svc.safetensors` "
+                                "model files there.")
                     ui.local_refresh = gr.Button("Refresh local model list", elem_id="local_refresh")
                     choices = cb.scan_local_models(trained_dir)
                     ui.local_folder = gr.Dropdown(label="Model folder", choices=choices,
@@ -140,6 +143,10 @@ def _model_panel(trained_dir: Path) -> SimpleNamespace:
                                      info="can help models trained on little data; can hurt well-trained ones")
             ui.only_diffusion = gr.Checkbox(label="Diffusion only", value=False,
                                             info="no SoVITS model: the diffusion model converts alone")
+            ui.file_diffusion = gr.Checkbox(label="Shallow diffusion with the model file's diffusion model",
+                                            value=False, elem_id="file_diffusion",
+                                            info="for a .svc.safetensors model that holds one (an uploaded "
+                                                 "diffusion model takes its place)")
         with gr.Column():
             gr.Markdown("Choose the files on the left, then load the model.")
             ui.load_btn = gr.Button("Load model", variant="primary", elem_id="load_button")
@@ -176,7 +183,36 @@ def _conversion_panel() -> SimpleNamespace:
         with gr.Column():
             ui.output_audio = gr.Audio(label="Output audio", type="filepath", interactive=False,
                                        elem_id="output_audio")
+    ui.result = _result_panel()
     return ui
+
+
+def _result_panel() -> SimpleNamespace:
+    """Scores and spectrogram of the last conversion (``webui.scores``)."""
+    ui = SimpleNamespace()
+    with gr.Accordion("Scores and spectrogram of the result", open=True):
+        with gr.Row():
+            ui.score = gr.Checkbox(label="Score the result", value=sc.SCORE_BY_DEFAULT, elem_id="score_result",
+                                   info="pitch error, voicing and speaker similarity of the output (evaluate.py's "
+                                        "metrics)")
+            ui.refs = gr.Files(label=f"Target speaker's reference clips (optional; default: "
+                                     f"{sc.DATASET_DIR}/<speaker>/)", elem_id="score_refs", height=FILE_BOX_HEIGHT)
+        ui.panel = gr.Markdown(elem_id="score_panel")
+        # no label: it would cover the figure's own "input" title
+        ui.spectrogram = gr.Image(label="Spectrogram: input (top) and output", show_label=False, type="numpy",
+                                  interactive=False, elem_id="spectrogram")
+    return ui
+
+
+def _score(svc, input_audio, output_audio, speaker, transpose, auto_predict_f0, score, refs, scorer, dataset_dir):
+    """The result panel after a successful conversion → ``(score text, spectrogram image)``."""
+    if not output_audio:
+        return "", None
+    options, _ = cb.settings_from_ui({"transpose": transpose, "auto_predict_f0": auto_predict_f0})
+    panel = sc.result_panel(input_audio, output_audio, speaker=speaker, transpose=options.transpose,
+                            auto_predict_f0=options.auto_predict_f0, score=bool(score), scorer=scorer,
+                            uploads=refs or None, dataset_dir=dataset_dir, device=getattr(svc, "dev", None))
+    return panel.markdown, panel.image
 
 
 def _mixing_tab() -> SimpleNamespace:
@@ -187,7 +223,7 @@ def _mixing_tab() -> SimpleNamespace:
         "mixed speaker by speaker). Rates are in %. *Convex* passes the rates through a softmax of rate/100 "
         "(4.1's definition: equal rates average the models, 100/0 gives ≈73/27); *linear* uses rate/100 as "
         "given. Use any of the models' config.json with the result; cluster models no longer fit.")
-    ui.files = gr.Files(label="Models to mix (G_*.pth)", elem_id="mix_files")
+    ui.files = gr.Files(label="Models to mix (G_*.pth or .svc.safetensors)", elem_id="mix_files")
     ui.upload = gr.UploadButton("Add more models", file_count="multiple", elem_id="mix_upload")
     ui.rates = gr.Textbox(label="Mixing rates (JSON: file name → rate in %)", lines=5, interactive=True,
                           elem_id="mix_rates")
@@ -218,10 +254,12 @@ def _compression_tab() -> SimpleNamespace:
 
 def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
               trained_dir: str | os.PathLike = cb.TRAINED_DIR,
-              on_slice_done: Callable[[], None] | None = None) -> gr.Blocks:
+              on_slice_done: Callable[[], None] | None = None,
+              dataset_dir: str | os.PathLike = sc.DATASET_DIR) -> gr.Blocks:
     """The web UI as a ``gr.Blocks`` (not launched). Outputs go to ``results_dir``; local models
     are listed from ``trained_dir`` (both relative to the working directory by default, as 4.1).
-    ``on_slice_done`` goes to every conversion (``webUI.py`` passes its runtime profile's hook)."""
+    ``on_slice_done`` goes to every conversion (``webUI.py`` passes its runtime profile's hook).
+    The result panel takes target-speaker clips from ``dataset_dir/<speaker>/`` (``webui.scores``)."""
     results_dir, trained_dir = Path(results_dir), Path(trained_dir)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         svc_state = gr.State(None, delete_callback=_free)  # this session's model (an Svc) or None
@@ -245,13 +283,13 @@ def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
         model.local_refresh.click(functools.partial(on_refresh_local, trained_dir), None, model.local_folder)
 
         @shown
-        def on_load(svc, source, model_f, config_f, local_f, diff_m, diff_c, cluster_f, dev, enh, only_diff):
+        def on_load(svc, source, model_f, config_f, local_f, diff_m, diff_c, cluster_f, dev, enh, only_diff, file_diff):
             return _load(svc, source, model_f, config_f, local_f, diff_m, diff_c, cluster_f, dev, enh, only_diff,
-                         trained_dir)
+                         trained_dir, file_diffusion=file_diff)
 
         model.load_btn.click(on_load, [svc_state, source_state, model.model_file, model.config_file,
                                        model.local_folder, model.diff_model, model.diff_config, model.cluster_file,
-                                       model.device, model.enhance, model.only_diffusion],
+                                       model.device, model.enhance, model.only_diffusion, model.file_diffusion],
                              [svc_state, model.speaker, model.load_status], concurrency_id=MODEL_QUEUE)
         model.unload_btn.click(on_unload, svc_state, [svc_state, model.speaker, model.load_status],
                                concurrency_id=MODEL_QUEUE)
@@ -263,8 +301,19 @@ def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
             return _convert(data[svc_state], data[conv.input_audio], data[model.speaker], values, results_dir,
                             progress, on_slice_done)
 
-        conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, *controls.values()},
-                               [conv.status, conv.output_audio, conv.output_file], concurrency_id=MODEL_QUEUE)
+        converted = conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, *controls.values()},
+                                           [conv.status, conv.output_audio, conv.output_file],
+                                           concurrency_id=MODEL_QUEUE)
+        scorer = sc.ConversionScorer()  # score models load on first use, once per page
+
+        @shown
+        def on_score(svc, audio_in, audio_out, speaker, transpose, auto_f0, score, refs):
+            return _score(svc, audio_in, audio_out, speaker, transpose, auto_f0, score, refs, scorer, dataset_dir)
+
+        converted.success(on_score, [svc_state, conv.input_audio, conv.output_audio, model.speaker,
+                                     controls["transpose"], controls["auto_predict_f0"], conv.result.score,
+                                     conv.result.refs],
+                          [conv.result.panel, conv.result.spectrogram], concurrency_id=MODEL_QUEUE)
 
         mix.files.change(on_mix_files_changed, [mix.files, mix.rates], mix.rates)
         mix.upload.upload(shown(_mix_append), [mix.upload, mix.files], mix.files)

@@ -121,7 +121,10 @@ def _device_name(dev: Any) -> str:
 
 # --- local models ------------------------------------------------------------------------------
 def scan_local_models(root: str | os.PathLike = TRAINED_DIR) -> list[str]:
-    """Folders under ``root`` (any depth) holding exactly one ``.json`` and one ``.pth`` (4.1's rule), sorted."""
+    """Folders under ``root`` (any depth) holding exactly one ``.json`` and one ``.pth`` (4.1's rule),
+    then ``.svc.safetensors`` model files under ``root`` (any depth), each list sorted."""
+    from modelfile import FILE_SUFFIX
+
     root = Path(root)
     if not root.is_dir():
         return []
@@ -129,15 +132,23 @@ def scan_local_models(root: str | os.PathLike = TRAINED_DIR) -> list[str]:
     for folder in sorted({p.parent for p in root.rglob("*.json")}):
         if len(list(folder.glob("*.json"))) == 1 and len(list(folder.glob("*.pth"))) == 1:
             found.append(str(folder))
+    found += [str(p) for p in sorted(root.rglob("*" + FILE_SUFFIX)) if p.is_file()]
     return found
 
 
-def local_model_files(folder: str | os.PathLike | None) -> tuple[Path, Path]:
-    """``(G .pth, config .json)`` of a local model folder."""
+def local_model_files(folder: str | os.PathLike | None) -> tuple[Path, Path | None]:
+    """``(G .pth, config .json)`` of a local model folder, or ``(model file, None)`` for a
+    ``.svc.safetensors`` file."""
     if not folder:
-        raise SvcError(f"no local model chosen: put a folder with one G_*.pth and its config.json under "
-                       f"{TRAINED_DIR}/, press 'Refresh' and choose it")
+        raise SvcError(f"no local model chosen: put a folder with one G_*.pth and its config.json, or a "
+                       f".svc.safetensors model file, under {TRAINED_DIR}/, press 'Refresh' and choose it")
     folder = Path(folder)
+    if folder.is_file():
+        from modelfile import is_model_file
+
+        if not is_model_file(folder):
+            raise SvcError(f"{folder}: not a .svc.safetensors model file")
+        return folder, None
     pths, jsons = sorted(folder.glob("*.pth")), sorted(folder.glob("*.json"))
     if len(pths) != 1 or len(jsons) != 1:
         raise SvcError(f"{folder}: a local model folder must hold exactly one .pth and one .json "
@@ -159,17 +170,32 @@ def load_model(*, model_path: str | os.PathLike | None, config_path: str | os.Pa
                diffusion_model_path: str | os.PathLike | None = None,
                diffusion_config_path: str | os.PathLike | None = None,
                cluster_model_path: str | os.PathLike | None = None, device: str | None = DEVICE_AUTO,
-               enhance: bool = False, only_diffusion: bool = False) -> tuple[Any, str]:
+               enhance: bool = False, only_diffusion: bool = False,
+               file_diffusion: bool = False) -> tuple[Any, str]:
     """Load a model as 4.1's "load model" button → ``(Svc, status message)``.
 
     A diffusion model turns shallow diffusion on (4.1); a cluster file whose name contains
-    ``.pkl`` is a feature index, any other a k-means model.
+    ``.pkl`` is a feature index, any other a k-means model. ``model_path`` may be a
+    ``.svc.safetensors`` model file: then no config is needed (an uploaded one is not used), its
+    cluster / index part is loaded unless a cluster file is given, and its diffusion model is
+    used for shallow diffusion when ``file_diffusion`` is set (or for diffusion only) unless a
+    diffusion model is given. The status lists what the file says about itself.
     """
+    from modelfile import is_model_file
+
     model = _existing(model_path, "model file")
     config = _existing(config_path, "config file")
     diff_model = _existing(diffusion_model_path, "diffusion model")
     diff_config = _existing(diffusion_config_path, "diffusion config")
     cluster = _existing(cluster_model_path, "cluster / index file")
+    if config is not None and is_model_file(config):
+        raise SvcError(f"{config.name} is a .svc.safetensors model file; put it in the model box (it needs no config)")
+    if model is not None and is_model_file(model):
+        return _load_model_file(model, config, diff_model, diff_config, cluster, device, enhance, only_diffusion,
+                                file_diffusion)
+    if file_diffusion and not only_diffusion:
+        raise SvcError("'Shallow diffusion with the model file's diffusion model' needs a .svc.safetensors model; "
+                       "for a G_*.pth give the diffusion model and its config.yaml")
     if not only_diffusion and (model is None or config is None):
         missing = " and ".join(w for w, p in (("a model (G_*.pth)", model), ("its config.json", config)) if p is None)
         raise SvcError(f"choose {missing} first (upload tab), or pick a folder in the local tab")
@@ -204,12 +230,65 @@ def load_model(*, model_path: str | os.PathLike | None, config_path: str | os.Pa
         lines.append("No diffusion model.")
     else:
         lines.append(f"Diffusion model {diff_model.name} loaded ({'only diffusion' if only_diffusion else 'shallow'}).")
+    return svc, "\n".join(lines + _enhancer_and_speakers(svc, enhance))
+
+
+def _load_model_file(model: Path, config: Path | None, diff_model: Path | None, diff_config: Path | None,
+                     cluster: Path | None, device: str | None, enhance: bool, only_diffusion: bool,
+                     file_diffusion: bool) -> tuple[Any, str]:
+    """:func:`load_model` for a ``.svc.safetensors`` model file."""
+    from modelfile import read_info
+
+    meta = read_info(model).metadata  # a damaged or disguised file is refused here, nothing loaded
+    if (diff_model is None) != (diff_config is None):
+        raise SvcError("shallow diffusion needs both the diffusion model (model_*.pt) and its config.yaml; "
+                       f"only the {'model' if diff_model else 'config'} was given")
+    use_file_diffusion = diff_model is None and (file_diffusion or only_diffusion)
+    if use_file_diffusion and not meta.get("diffusion"):
+        raise SvcError(f"{model.name} holds no diffusion model: upload one (model_*.pt and its config.yaml) or "
+                       "untick the diffusion box")
+    feature_retrieval = cluster is not None and ".pkl" in cluster.name
+
+    from inference.infer_tool import Svc
+
+    shallow = diff_model is not None or use_file_diffusion
+    t0 = time.perf_counter()
+    kwargs: dict[str, Any] = dict(device=device_from_choice(device), cluster_model_path=str(cluster or ""),
+                                  nsf_hifigan_enhance=bool(enhance), shallow_diffusion=shallow,
+                                  only_diffusion=bool(only_diffusion), feature_retrieval=feature_retrieval,
+                                  diffusion_model_path=None)  # None: the file's own diffusion part
+    if diff_model is not None:
+        kwargs.update(diffusion_model_path=str(diff_model), diffusion_config_path=str(diff_config))
+    svc = Svc(model, None, **kwargs)
+    lines = [f"Loaded {model.name} on {_device_name(svc.dev)} in {time.perf_counter() - t0:.1f} s"
+             f"{' (diffusion only)' if only_diffusion else ''}."]
+    lines += svc.model_file.summary()
+    if config is not None:
+        lines.append(f"{config.name} is not used: the model file carries its config.")
+    if svc.cluster_model is None:
+        lines.append("No cluster model or feature index.")
+    else:
+        where = cluster.name if cluster is not None else "from the model file"
+        lines.append(f"{'Feature index' if svc.feature_retrieval else 'Cluster model'} {where} loaded.")
+    if shallow or only_diffusion:
+        where = diff_model.name if diff_model is not None else "from the model file"
+        lines.append(f"Diffusion model {where} loaded ({'only diffusion' if only_diffusion else 'shallow'}).")
+    elif meta.get("diffusion"):
+        lines.append("The model file also holds a diffusion model (tick 'Shallow diffusion with the model file's "
+                     "diffusion model' to use it).")
+    else:
+        lines.append("No diffusion model.")
+    return svc, "\n".join(lines + _enhancer_and_speakers(svc, enhance))
+
+
+def _enhancer_and_speakers(svc: Any, enhance: bool) -> list[str]:
+    lines = []
     if enhance and not svc.nsf_hifigan_enhance:
         lines.append("The NSF-HiFiGAN enhancer is not used together with diffusion.")
     elif svc.nsf_hifigan_enhance:
         lines.append("NSF-HiFiGAN enhancer on.")
     lines.append("Speakers: " + (", ".join(svc.spk2id) or "(none in the config)"))
-    return svc, "\n".join(lines)
+    return lines
 
 
 def speakers(svc: Any) -> list[str]:
@@ -355,7 +434,7 @@ def mix_models(paths: Sequence[str | os.PathLike] | None, rates_text: str | None
     from inference.model_mix import MIX_MODES, mix_model, mix_weights
 
     if not paths:
-        raise SvcError("upload the models to mix first (G_*.pth trained with the same config)")
+        raise SvcError("upload the models to mix first (G_*.pth or .svc.safetensors trained with the same config)")
     if mode not in MIX_MODES:
         raise SvcError(f"unknown mixing mode {mode!r}; choose one of: {', '.join(MIX_MODES)}")
     rates = parse_mix_rates(paths, rates_text)

@@ -48,13 +48,19 @@ def load_svc(settings: RealtimeSettings):
 
     model = Path(settings.model_path)
     config = settings.resolved_config_path()
-    for p, what in ((model, "model file (G_*.pth)"), (config, "model config (config.json)")):
-        if not p.is_file():
-            raise SvcError(f"{p}: {what} not found; choose the model in the GUI or pass -m/-c")
-    return Svc(str(model), str(config), device=settings.device,
-               cluster_model_path=settings.cluster_model_path or None,
+    if config is None:  # a .svc.safetensors model file: config, speakers and optional parts inside
+        if settings.config_path:
+            log.info("%s carries its own config; the config %s is not used", model, settings.config_path)
+        cluster, diffusion = settings.given("cluster_model_path"), settings.given("diffusion_model_path")
+    else:
+        for p, what in ((model, "model file (G_*.pth)"), (config, "model config (config.json)")):
+            if not p.is_file():
+                raise SvcError(f"{p}: {what} not found; choose the model in the GUI or pass -m/-c")
+        cluster, diffusion = settings.cluster_model_path or None, settings.diffusion_model_path
+    return Svc(str(model), str(config) if config is not None else None, device=settings.device,
+               cluster_model_path=cluster,
                nsf_hifigan_enhance=settings.enhancer and not settings.use_diffusion,
-               diffusion_model_path=settings.diffusion_model_path,
+               diffusion_model_path=diffusion,
                diffusion_config_path=str(settings.resolved_diffusion_config_path()),
                shallow_diffusion=settings.use_diffusion, feature_retrieval=settings.feature_retrieval)
 

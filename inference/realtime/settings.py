@@ -42,6 +42,9 @@ class RealtimeSettings:
 
     Times are in seconds, the threshold in dB, ``transpose`` in semitones. ``config_path`` /
     ``diffusion_config_path`` empty = ``config.json`` / ``config.yaml`` beside the model file.
+    ``model_path`` may be a ``.svc.safetensors`` model file: then no config is used, and its
+    cluster / diffusion parts stand in for ``cluster_model_path`` / ``diffusion_model_path``
+    while those are empty or at their defaults.
     ``sample_rate`` 0 = open the sound devices at the model rate if they accept it, else at
     their default rate (with resampling). Fields marked *live* take effect on the next block.
     """
@@ -140,13 +143,27 @@ class RealtimeSettings:
         return ConversionOptions.from_mapping({o: getattr(self, n) for n, o in SHARED_OPTIONS.items()},
                                               source="realtime settings")
 
-    def resolved_config_path(self) -> Path:
+    def resolved_config_path(self) -> Path | None:
+        """The model's config.json; None for a ``.svc.safetensors`` model file (it carries its config)."""
+        from modelfile import is_model_file
+
+        if is_model_file(self.model_path):
+            return None
         return Path(self.config_path) if self.config_path else Path(self.model_path).parent / "config.json"
+
+    def given(self, name: str) -> str | None:
+        """A path field's value, or None when it is empty or at its default (for a model file
+        that means: the file's own part)."""
+        value = getattr(self, name)
+        return None if value in ("", _DEFAULTS[name]) else value
 
     def resolved_diffusion_config_path(self) -> Path:
         if self.diffusion_config_path:
             return Path(self.diffusion_config_path)
         return Path(self.diffusion_model_path).parent / "config.yaml"
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RealtimeSettings)}
 
 
 def _type_of(f: dataclasses.Field) -> str:

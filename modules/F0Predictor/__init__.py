@@ -10,20 +10,27 @@
 neural model, the default threshold, the pretrained-file key, the random-checkpoint writer).
 Names are listed sorted by :func:`list_f0_predictors`. Predictor modules are imported only when
 first used, and neural weights are loaded once per process (``base.cached_model``).
+
+Beyond 4.1: ``f0_min`` / ``f0_max`` (Hz) set every predictor's search / decoding range,
+``f0_repair=True`` turns on the shared octave repair (:mod:`modules.f0_repair`), and a name
+``hybrid:<a>+<b>[+<c>...]`` combines registry predictors frame by frame
+(:mod:`modules.F0Predictor.hybrid`); ``list_f0_predictors(hybrids=True)`` adds the presets.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from modules.errors import SvcError
-from modules.F0Predictor.base import F0_MAX_DEFAULT, F0_MIN_DEFAULT, F0Predictor, clear_model_cache
+from modules.F0Predictor.base import F0_MAX_DEFAULT, F0_MIN_DEFAULT, F0Predictor, check_f0_range, clear_model_cache
 
-__all__ = ["F0_PREDICTORS", "F0PredictorSpec", "F0Predictor", "F0_MIN_DEFAULT", "F0_MAX_DEFAULT",
-           "clear_model_cache", "get_f0_predictor", "list_f0_predictors", "make_random_checkpoint"]
+__all__ = ["F0_PREDICTORS", "F0PredictorSpec", "F0Predictor", "F0_MIN_DEFAULT", "F0_MAX_DEFAULT", "HYBRID_PREFIX",
+           "HYBRID_PRESETS", "check_f0_predictor_name", "hybrid_members", "check_f0_range", "clear_model_cache", "get_f0_predictor",
+           "list_f0_predictors", "make_random_checkpoint"]
 
 DEFAULT_THRESHOLD = 0.05  # 4.1's cr_threshold / -ft default
 
@@ -86,16 +93,44 @@ F0_PREDICTORS: dict[str, F0PredictorSpec] = {s.name: s for s in [
 ]}
 
 
-def list_f0_predictors() -> list[str]:
-    """Registry names, sorted: ``["crepe", "dio", "fcpe", "harvest", "pm", "rmvpe"]``."""
-    return sorted(F0_PREDICTORS)
+HYBRID_PREFIX = "hybrid:"
+#: Hybrids offered in choice lists (any ``hybrid:a+b...`` of registry names is accepted).
+HYBRID_PRESETS = ("hybrid:rmvpe+fcpe+crepe", "hybrid:fcpe+harvest+pm")
+
+
+def list_f0_predictors(hybrids: bool = False) -> list[str]:
+    """Registry names, sorted: ``["crepe", "dio", "fcpe", "harvest", "pm", "rmvpe"]``; with
+    ``hybrids`` the :data:`HYBRID_PRESETS` follow (for choice lists of front ends)."""
+    return sorted(F0_PREDICTORS) + (list(HYBRID_PRESETS) if hybrids else [])
 
 
 def _spec(name: str) -> F0PredictorSpec:
     spec = F0_PREDICTORS.get(name)
     if spec is None:
-        raise SvcError(f"unknown f0 predictor '{name}'; choose one of: {', '.join(list_f0_predictors())}")
+        raise SvcError(f"unknown f0 predictor '{name}'; choose one of: {', '.join(list_f0_predictors())}, "
+                       f"or {HYBRID_PREFIX}<name>+<name>[+...] (e.g. {HYBRID_PRESETS[0]})")
     return spec
+
+
+def hybrid_members(name: str) -> list[str] | None:
+    """``"hybrid:rmvpe+fcpe"`` → ``["rmvpe", "fcpe"]``; a plain name → ``None``. Bad hybrids raise."""
+    if not name.startswith(HYBRID_PREFIX):
+        return None
+    members = name[len(HYBRID_PREFIX):].split("+")
+    for m in members:
+        if m not in F0_PREDICTORS:
+            raise SvcError(f"f0 predictor '{name}': unknown member '{m}'; members are "
+                           f"{', '.join(list_f0_predictors())} joined by '+'")
+    if len(members) < 2 or len(set(members)) != len(members):
+        raise SvcError(f"f0 predictor '{name}': a hybrid needs two or more different members, e.g. {HYBRID_PRESETS[0]}")
+    return members
+
+
+def check_f0_predictor_name(name: str) -> str:
+    """Validate a predictor name (plain or hybrid) without loading anything; returns it."""
+    if hybrid_members(name) is None:
+        _spec(name)
+    return name
 
 
 def get_f0_predictor(name: str, hop_length: int = 512, sampling_rate: int = 44100, device=None,
@@ -103,15 +138,29 @@ def get_f0_predictor(name: str, hop_length: int = 512, sampling_rate: int = 4410
     """Build predictor ``name`` (4.1's ``utils.get_f0_predictor``).
 
     ``threshold`` applies to crepe/rmvpe/fcpe (``None``: the predictor's default). Extra keyword
-    arguments: ``f0_min`` / ``f0_max`` (Hz), and per predictor ``model`` / ``batch_size`` (crepe),
+    arguments: ``f0_min`` / ``f0_max`` (Hz; ``None`` = 4.1's behaviour), ``f0_repair`` (``True`` or
+    an :class:`~modules.f0_repair.OctaveRepair`; off by default), for hybrids ``member_options``
+    (``{member: {keyword: value}}``), and per predictor ``model`` / ``batch_size`` (crepe),
     ``model_path`` and ``dtype`` (rmvpe), ``model_path`` (fcpe). Unknown names raise
     :class:`~modules.errors.SvcError` listing the valid ones.
     """
-    spec = _spec(name)
-    if threshold is None:
-        threshold = spec.default_threshold if spec.default_threshold is not None else DEFAULT_THRESHOLD
+    members = hybrid_members(name)
+    if members is not None:
+        from modules.F0Predictor.hybrid import HybridF0Predictor
+
+        constructor = functools.partial(HybridF0Predictor, members)
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    else:
+        spec = _spec(name)
+        constructor = spec.constructor
+        if threshold is None:
+            threshold = spec.default_threshold if spec.default_threshold is not None else DEFAULT_THRESHOLD
+    if kwargs.get("f0_min") is not None or kwargs.get("f0_max") is not None:  # before any model loads
+        check_f0_range(F0_MIN_DEFAULT if kwargs.get("f0_min") is None else float(kwargs["f0_min"]),
+                       F0_MAX_DEFAULT if kwargs.get("f0_max") is None else float(kwargs["f0_max"]),
+                       what=f"f0 predictor '{name}'")
     try:
-        return spec.constructor(hop_length, sampling_rate, device=device, threshold=threshold, **kwargs)
+        return constructor(hop_length, sampling_rate, device=device, threshold=threshold, **kwargs)
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
             raise SvcError(f"f0 predictor '{name}': {e}") from None

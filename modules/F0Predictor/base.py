@@ -29,6 +29,7 @@ from modules.audio import check_finite
 from modules.device import resolve_device  # noqa: F401  (re-exported: predictors import it from here)
 from modules.errors import AudioError, SvcError
 from modules.f0 import interpolate_f0
+from modules.f0_repair import OctaveRepair, resolve_repair
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class F0Predictor:
             (50–1100 Hz for dio/harvest/pm/crepe; RMVPE and FCPE use their full model range).
         threshold: voicing threshold of the neural predictors (4.1's ``cr_threshold``).
         device: torch device for the neural predictors (``None``: CUDA if available).
+        f0_repair: octave repair of the raw track (:mod:`modules.f0_repair`): ``True`` for the
+            default settings, an :class:`~modules.f0_repair.OctaveRepair`, or off (default).
     """
 
     name = "base"
@@ -83,15 +86,15 @@ class F0Predictor:
     single_voiced_uses_first = False
 
     def __init__(self, hop_length: int = 512, sampling_rate: int = 44100, *, f0_min: float | None = None,
-                 f0_max: float | None = None, threshold: float = 0.05, device: str | torch.device | None = None) -> None:
+                 f0_max: float | None = None, threshold: float = 0.05, device: str | torch.device | None = None,
+                 f0_repair: bool | OctaveRepair | None = False) -> None:
         if int(hop_length) != hop_length or hop_length <= 0:
             raise SvcError(f"f0 predictor '{self.name}': hop_length must be a positive integer, got {hop_length!r}")
         if int(sampling_rate) != sampling_rate or sampling_rate <= 0:
             raise SvcError(f"f0 predictor '{self.name}': sampling_rate must be a positive integer, got {sampling_rate!r}")
         lo = F0_MIN_DEFAULT if f0_min is None else float(f0_min)
         hi = F0_MAX_DEFAULT if f0_max is None else float(f0_max)
-        if not (0 < lo < hi):
-            raise SvcError(f"f0 predictor '{self.name}': need 0 < f0_min < f0_max, got f0_min={f0_min}, f0_max={f0_max}")
+        check_f0_range(lo, hi, what=f"f0 predictor '{self.name}'")
         if not (0.0 <= float(threshold) <= 1.0):
             raise SvcError(f"f0 predictor '{self.name}': threshold must be in [0, 1], got {threshold!r}")
         self.hop_length = int(hop_length)
@@ -102,6 +105,7 @@ class F0Predictor:
         self.f0_range_given = f0_min is not None or f0_max is not None
         self.threshold = float(threshold)
         self.device = resolve_device(device)
+        self.repair = resolve_repair(f0_repair)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(hop_length={self.hop_length}, sampling_rate={self.sampling_rate}, "
@@ -114,11 +118,26 @@ class F0Predictor:
         n = self._frames(x, p_len)
         if n == 0 or x.size == 0:  # nothing to analyse: every frame unvoiced
             return np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.float32)
-        raw = np.asarray(self.raw_f0(x, n), dtype=np.float64)
-        if raw.shape != (n,):
-            raise AssertionError(f"{self.name}: raw f0 has shape {raw.shape}, expected ({n},)")
-        f0, uv = interpolate_f0(raw, single_voiced_uses_first=self.single_voiced_uses_first)
+        f0, uv = interpolate_f0(self.raw_track(x, n), single_voiced_uses_first=self.single_voiced_uses_first)
         return f0, uv
+
+    def raw_track(self, wav: np.ndarray, p_len: int) -> np.ndarray:
+        """Raw f0 ``[p_len]`` (Hz, 0 = unvoiced) of a checked waveform, octave-repaired when asked."""
+        if self.repair is None:
+            raw, conf = np.asarray(self.raw_f0(wav, p_len), dtype=np.float64), None
+        else:
+            raw, conf = self.raw_f0_confidence(wav, p_len)
+            raw = np.asarray(raw, dtype=np.float64)
+        if raw.shape != (p_len,):
+            raise AssertionError(f"{self.name}: raw f0 has shape {raw.shape}, expected ({p_len},)")
+        if self.repair is not None:
+            raw = self.repair(raw, conf, self.frame_rate)
+        return raw
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second (``sampling_rate / hop_length``)."""
+        return self.sampling_rate / self.hop_length
 
     def compute_f0(self, wav, p_len: int | None = None) -> np.ndarray:
         """Only the interpolated f0 (Hz, float64 ``[p_len]``)."""
@@ -128,6 +147,11 @@ class F0Predictor:
     def raw_f0(self, wav: np.ndarray, p_len: int) -> np.ndarray:
         """Raw f0 ``[p_len]`` in Hz, 0 where unvoiced. ``wav`` is float32 ``[L]``, finite."""
         raise NotImplementedError
+
+    def raw_f0_confidence(self, wav: np.ndarray, p_len: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(raw f0 [p_len] Hz, confidence [p_len] in [0, 1] or None)``; the signal-processing
+        trackers have no confidence, the neural ones override this."""
+        return self.raw_f0(wav, p_len), None
 
     # -- helpers ------------------------------------------------------------------------------
     def _as_waveform(self, wav) -> np.ndarray:
@@ -156,14 +180,33 @@ class NeuralF0Predictor(F0Predictor):
     ``p_len`` frames, then the common interpolation (4.1's ``post_process``)."""
 
     def raw_f0(self, wav: np.ndarray, p_len: int) -> np.ndarray:
-        track = torch.nan_to_num(self.model_f0(wav), nan=0.0)  # [T] Hz, 0 = unvoiced
+        return self._resize(self.model_f0(wav), None, p_len)[0]
+
+    def raw_f0_confidence(self, wav: np.ndarray, p_len: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._resize(*self.model_track(wav), p_len)
+
+    @staticmethod
+    def _resize(track: torch.Tensor, conf: torch.Tensor | None, p_len: int) -> tuple[np.ndarray, np.ndarray | None]:
+        track = torch.nan_to_num(track, nan=0.0)  # [T] Hz, 0 = unvoiced
         if not bool((track > 0).any()):
-            return np.zeros(p_len, dtype=np.float64)
-        return nearest_resize(track.float().cpu(), p_len).numpy()
+            return np.zeros(p_len, dtype=np.float64), (None if conf is None else np.zeros(p_len))
+        f0 = nearest_resize(track.float().cpu(), p_len).numpy()
+        return f0, (None if conf is None else nearest_resize(conf.float().cpu(), p_len).numpy().astype(np.float64))
 
     def model_f0(self, wav: np.ndarray) -> torch.Tensor:
         """Model-rate f0 track ``[T]`` (float32 Hz, 0 = unvoiced)."""
+        return self.model_track(wav)[0]
+
+    def model_track(self, wav: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f0 [T] float32 Hz with 0 = unvoiced, confidence [T] in [0, 1])`` at the model's rate."""
         raise NotImplementedError
+
+
+def check_f0_range(f0_min: float, f0_max: float, *, what: str = "f0 range") -> None:
+    """Refuse a range that is empty or not positive (``f0_min >= f0_max``), naming both values."""
+    if not (np.isfinite(f0_min) and np.isfinite(f0_max) and 0 < f0_min < f0_max):
+        raise SvcError(f"{what}: need 0 < f0_min < f0_max, got f0_min={f0_min:g} Hz, f0_max={f0_max:g} Hz; "
+                       "set --f0_min below --f0_max")
 
 
 def restrict_salience(salience: torch.Tensor, bin_hz: torch.Tensor, f0_min: float, f0_max: float) -> torch.Tensor:

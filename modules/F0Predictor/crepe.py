@@ -358,11 +358,12 @@ class CrepeF0Predictor(NeuralF0Predictor):
         pitch, periodicity = decode_viterbi(self.probabilities(self.frames(audio16k)), self.f0_min, self.f0_max)
         return pitch, periodicity, audio16k
 
-    def model_f0(self, wav: np.ndarray) -> torch.Tensor:
+    def model_track(self, wav: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f0 [T] Hz, filtered periodicity [T])`` at the crepe hop."""
         pitch, periodicity, audio16k = self.predict(wav)
         periodicity = masked_median3(periodicity)
         loudness = torch.from_numpy(a_weighted_loudness(audio16k, self.crepe_hop)).float()
         periodicity = torch.where(loudness < SILENCE_DB, torch.zeros_like(periodicity), periodicity)
         pitch = torch.where(periodicity < self.threshold, torch.full_like(pitch, float("nan")), pitch)
         pitch = masked_mean3(pitch)
-        return torch.nan_to_num(pitch, nan=0.0)
+        return torch.nan_to_num(pitch, nan=0.0), periodicity

@@ -406,9 +406,10 @@ class FCPEF0Predictor(NeuralF0Predictor):
         audio = torch.from_numpy(wav).to(self.device)[None]
         return self.model(fcpe_mel(self.model, audio, self.sampling_rate))[0]
 
-    def model_f0(self, wav: np.ndarray) -> torch.Tensor:
+    def model_track(self, wav: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f0 [T] Hz, peak salience [T])`` at the model's mel frame rate."""
         sal = self.salience(wav)
         table = self.model.cent_table
         if self.f0_range_given:
             sal = restrict_salience(sal, 10.0 * 2 ** (table / 1200.0), self.f0_min, self.f0_max)
-        return local_argmax_f0(sal, table, self.threshold).cpu()
+        return local_argmax_f0(sal, table, self.threshold).cpu(), sal.max(dim=-1).values.cpu()

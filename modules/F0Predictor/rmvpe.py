@@ -272,8 +272,9 @@ class RMVPEF0Predictor(NeuralF0Predictor):
         mel = F.pad(mel, (0, -n_frames % 32))  # zeros up to a multiple of 32 frames
         return self.model(mel.to(self.dtype))[0, :n_frames].float()
 
-    def model_f0(self, wav: np.ndarray) -> torch.Tensor:
+    def model_track(self, wav: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f0 [T] Hz, peak salience [T])`` at 100 frames/s (16 kHz, hop 160)."""
         sal = self.salience(wav)
         if self.f0_range_given:
             sal = restrict_salience(sal, 10 * 2 ** (bin_cents(sal.device) / 1200), self.f0_min, self.f0_max)
-        return local_average_f0(sal, self.threshold).cpu()
+        return local_average_f0(sal, self.threshold).cpu(), sal.max(dim=1).values.cpu()
