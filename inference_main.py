@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.clean_names:
         raise SvcError("no input given: pass -n FILE [FILE ...] (names inside raw/ or paths)")
     options = from_namespace(args)  # every option checked here, once
+    if args.half and options.precision not in ("fp32", "fp16"):
+        raise SvcError(f"--half and --precision {options.precision} contradict each other: --half is float16 on "
+                       "CUDA; drop one of them")
     # A .svc.safetensors model file: its header is checked now (a disguised pickle is refused
     # here, unread), and says which optional parts it holds.
     file_meta = model_file_metadata(args.model_path, args.config_path, diffusion_model_path=args.diffusion_model_path,

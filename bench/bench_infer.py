@@ -104,7 +104,7 @@ def prepare(work: Path) -> dict:
                     p.normal_(0, 0.02)
         save_checkpoint(net, None, 1e-4, 1, g_path)
     songs = {}
-    for s in (60, 300):
+    for s in (20, 60, 300):
         p = work / f"song_{s}s.wav"
         if not p.is_file():
             sf.write(p, song(s, seed=s), SR, subtype="PCM_16")
@@ -170,7 +170,7 @@ def make_legacy(svc, f0p: str):
 
 
 def child(args) -> None:
-    if args.pipeline == "ours":
+    if args.pipeline.startswith("ours"):
         from modules.runtime import exec_with_huge_pages
 
         exec_with_huge_pages()  # as inference_main.py does
@@ -184,7 +184,7 @@ def child(args) -> None:
     from modules import runtime
     from modules.audio import save_audio
 
-    if args.pipeline == "ours":  # as inference_main.py's profile; 4.1 had no memory bounds (glibc/oneDNN defaults)
+    if args.pipeline.startswith("ours"):  # as inference_main.py's profile; 4.1 had no memory bounds (glibc/oneDNN defaults)
         runtime.bound_native_memory()
     t0 = time.perf_counter()
     svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None)
@@ -196,12 +196,14 @@ def child(args) -> None:
     from peak_rss import peak_rss_mb, reset_peak
 
     reset_peak()
+    sections = time_sections(svc, args.f0) if args.sections and args.pipeline != "ours-bf16" else None
     tiled = args.tiled and args.seconds == 300
     path = files["songs"][str(args.seconds) + ("tiled" if tiled else "")]
     c0, t1 = time.process_time(), time.perf_counter()
     if args.pipeline != "41":
+        extra = {"precision": "bf16"} if args.pipeline == "ours-bf16" else {}
         out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False,
-                                  on_slice_done=runtime.release_free_memory)
+                                  on_slice_done=runtime.release_free_memory, **extra)
     else:
         out = legacy_slice_inference(svc, path, "a", args.f0)
     wall, cpu = time.perf_counter() - t1, time.process_time() - c0
@@ -212,7 +214,44 @@ def child(args) -> None:
                       "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "rtf": round(wall / args.seconds, 3),
                       "rss_after_load_mb": round(rss_loaded), "peak_rss_mb": round(peak),
                       "conversion_peak_rss_mb": None if conv_peak is None else round(conv_peak),
-                      "out_len": len(out)}), flush=True)
+                      "out_len": len(out),
+                      **({"sections_cpu_s": {k: round(v, 2) for k, v in sections.items()}} if sections else {})}),
+          flush=True)
+
+
+def time_sections(svc, f0: str) -> dict[str, float]:
+    """Sum the process CPU time of the pipeline's parts during the conversion (method wrappers).
+
+    Parts: ``resample`` (model rate → 16 kHz for the encoder), ``encoder`` (speech encoder),
+    ``f0`` (the predictor), ``prior`` (content + pitch embedding and the prior encoder ``enc_p``),
+    ``flow`` (inverse flow), ``sine source`` and ``decoder`` (NSF-HiFiGAN, sine source excluded).
+    What remains of the total is slicing, volume, padding and copying."""
+    import inference.infer_tool as it
+
+    acc: dict[str, float] = {}
+
+    def wrap(obj, attr, name):
+        fn = getattr(obj, attr)
+
+        def timed(*a, **k):
+            t0 = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[name] = acc.get(name, 0.0) + time.process_time() - t0
+
+        setattr(obj, attr, timed)
+
+    net = svc.net_g_ms
+    wrap(it, "sinc_resample", "resample")
+    wrap(svc.hubert_model, "encoder", "encoder")
+    wrap(svc.f0_predictor(f0, 0.05), "compute_f0_uv", "f0")
+    wrap(net.enc_p, "forward", "prior")
+    wrap(net, "embed_content", "prior")
+    wrap(net.flow, "forward", "flow")
+    wrap(net.dec, "harmonic_source", "sine source")
+    wrap(net.dec, "forward", "decoder+sine")
+    return acc
 
 
 def cpu_model() -> str:
@@ -230,13 +269,16 @@ def cpu_model() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=int, nargs="+", default=[60, 300], choices=[60, 300])
+    ap.add_argument("--seconds", type=int, nargs="+", default=[60, 300], choices=[20, 60, 300],
+                    help="song length (20 s: a quick profile)")
     ap.add_argument("--f0", nargs="+", default=["rmvpe", "fcpe"])
-    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "41"])
+    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "ours-bf16", "41"],
+                    help="ours-bf16: ours with --precision bf16")
     ap.add_argument("--isa", choices=["native", "avx2"], default="native",
                     help="avx2: cap oneDNN/ATen at AVX2, as on a desktop CPU (see the module docstring)")
     ap.add_argument("--tiled", action="store_true",
                     help="for 300 s use the 60 s song five times (same slices; isolates growth with length)")
+    ap.add_argument("--sections", action="store_true", help="report the CPU time of each part of the pipeline")
     ap.add_argument("--work", default=os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_infer"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pipeline", help=argparse.SUPPRESS)
@@ -259,7 +301,8 @@ def main() -> None:
         for f0 in args.f0:
             for pipeline in args.pipelines:
                 cmd = [sys.executable, __file__, "--child", "--pipeline", pipeline, "--f0", f0, "--seconds",
-                       str(seconds), "--files", json.dumps(files), *(["--tiled"] if args.tiled else []), "--out",
+                       str(seconds), "--files", json.dumps(files), *(["--tiled"] if args.tiled else []),
+                       *(["--sections"] if args.sections else []), "--out",
                        str(work / f"out_{pipeline}_{f0}_{seconds}{'_tiled' if args.tiled else ''}.wav")]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
                 line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -269,14 +312,16 @@ def main() -> None:
                 r = json.loads(line[-1])
                 results.append(r)
                 song_name = f"{seconds}s" + (" tiled" if r["tiled"] else "")
+                if "sections_cpu_s" in r:
+                    print(f"     CPU s per part: {r['sections_cpu_s']} (conversion CPU {r['cpu_s']} s)", flush=True)
                 print(f"{pipeline:>4} {f0:>5} {song_name} {args.isa}: wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  "
                       f"RTF {r['rtf']:.3f}  load {r['load_s']:5.1f} s  peak RSS {r['peak_rss_mb']} MB "
                       f"(loading {r['rss_after_load_mb']} MB, converting {r['conversion_peak_rss_mb']} MB)", flush=True)
     by = {(r["pipeline"], r["f0"], r["seconds"]): r for r in results}
     for (p, f0, s), r in by.items():
-        if p == "ours" and ("41", f0, s) in by:
+        if p.startswith("ours") and ("41", f0, s) in by:
             o = by[("41", f0, s)]
-            print(f"speed-up {f0} {s}s: wall {o['wall_s'] / r['wall_s']:.2f}x, cpu {o['cpu_s'] / r['cpu_s']:.2f}x; "
+            print(f"speed-up {p} vs 4.1, {f0} {s}s: wall {o['wall_s'] / r['wall_s']:.2f}x, cpu {o['cpu_s'] / r['cpu_s']:.2f}x; "
                   f"peak RSS {o['peak_rss_mb']} → {r['peak_rss_mb']} MB")
 
 

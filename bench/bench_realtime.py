@@ -89,11 +89,12 @@ def prepare(work: Path) -> dict:
 
 
 class _Timer:
-    """Wraps an engine method and sums its wall time per block."""
+    """Wraps a method of ``obj`` (instance attribute) and sums its wall time."""
 
     def __init__(self, obj, name: str) -> None:
         self.total = 0.0
         fn = getattr(obj, name)
+        self._undo = (obj, name, obj.__dict__.get(name))
 
         def timed(*a, **kw):
             t0 = time.perf_counter()
@@ -104,41 +105,79 @@ class _Timer:
 
         setattr(obj, name, timed)
 
+    def restore(self) -> None:
+        obj, name, previous = self._undo
+        if previous is None:
+            obj.__dict__.pop(name, None)
+        else:
+            setattr(obj, name, previous)
 
-def run_case(svc, engine: str, block: float, n_blocks: int, warmup: int, f0: str, context: float) -> dict:
+
+#: Parts of a block in the breakdown: name → (where the method lives, method name). The encoder's
+#: 16 kHz resampling and the device-rate bridge count as "resampling"; "volume" is the loudness
+#: envelope + gate; what the parts leave of a block is buffer shifting, copies and Python.
+def breakdown_timers(svc, conv, f0: str) -> dict[str, list[_Timer]]:
+    eng = conv.engine
+    net = eng.net if hasattr(eng, "net") else svc.net_g_ms
+    # the speech encoder of the engine's precision (Svc keeps one per precision)
+    encoder = svc.encoder_for(getattr(eng, "precision", "fp32")) if hasattr(svc, "encoder_for") else svc.hubert_model
+    parts: dict[str, list[_Timer]] = {
+        "encoder": [_Timer(encoder, "encoder")],
+        "f0": [_Timer(svc.f0_predictor(f0, eng.settings.f0_threshold), "compute_f0_uv")],
+        "prior+flow": [_Timer(net, "embed_content"), _Timer(net.enc_p, "forward"), _Timer(net.flow, "forward")],
+        "decoder": [_Timer(net.dec, "forward")],
+        "SOLA": [_Timer(eng, "_sola_crossfade")],
+        "resampling": [_Timer(svc, "_to_16k")],
+        "volume": [_Timer(svc.volume_extractor, "extract")],
+    }
+    if not getattr(conv, "_direct", True):
+        parts["resampling"] += [_Timer(conv.in_rs, "push"), _Timer(conv.out_rs, "push")]
+    return parts
+
+
+def run_case(svc, engine: str, block: float, n_blocks: int, warmup: int, f0: str, context: float,
+             device_rate: int | None = None, precision: str = "fp32") -> dict:
     import numpy as np
 
     from inference.realtime import RealtimeConverter, RealtimeSettings
 
-    s = RealtimeSettings(block_time=block, f0_predictor=f0, incremental=(engine == "ours"), feature_context=context)
-    conv = RealtimeConverter(svc, s)
+    extra = {"precision": precision} if precision != "fp32" else {}
+    s = RealtimeSettings(block_time=block, f0_predictor=f0, incremental=(engine == "ours"), feature_context=context,
+                         **extra)
+    conv = RealtimeConverter(svc, s, sample_rate=device_rate)
     eng = conv.engine
     if engine == "41":
         eng.margin_frames = eng.buffer_frames  # decode the whole buffer every block, as 4.1
-    feat, synth = _Timer(eng, "_update_features"), _Timer(eng, "_synthesize")
+    parts = breakdown_timers(svc, conv, f0)
     B = conv.block_size
-    y = song((n_blocks + warmup) * B / SR + 1, seed=1)
-    times, cpus, feats, synths = [], [], [], []
+    rate = conv.sample_rate
+    y = song((n_blocks + warmup) * B / rate + 1, seed=1)
+    times, cpus = [], []
+    per_part: dict[str, list[float]] = {k: [] for k in parts}
     try:
         for i in range(n_blocks + warmup):
-            f0_t, s0 = feat.total, synth.total
+            before = {k: sum(t.total for t in ts) for k, ts in parts.items()}
             c0, t0 = time.process_time(), time.perf_counter()
             conv.process(y[i * B:(i + 1) * B])
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if i >= warmup:
                 times.append(dt)
                 cpus.append(dc)
-                feats.append(feat.total - f0_t)
-                synths.append(synth.total - s0)
+                for k, ts in parts.items():
+                    per_part[k].append(sum(t.total for t in ts) - before[k])
     finally:
         conv.close()
+        for ts in parts.values():
+            for t in ts:
+                t.restore()
     med = float(np.median(times))
-    return {"engine": engine, "block_s": round(B / SR, 3), "buffer_s": round(eng.buffer_frames * eng.hop / SR, 2),
-            "median_ms": round(1000 * med, 1), "p90_ms": round(1000 * float(np.percentile(times, 90)), 1),
-            "cpu_ms": round(1000 * float(np.median(cpus)), 1),
-            "features_ms": round(1000 * float(np.median(feats)), 1),
-            "synth_ms": round(1000 * float(np.median(synths)), 1), "rtf": round(med / (B / SR), 3),
-            "keeps_up": med < B / SR, "latency_ms": round(1000 * conv.latency_seconds, 1)}
+    row = {"engine": engine, "precision": precision, "block_s": round(B / rate, 3), "buffer_s": round(eng.buffer_frames * eng.hop / eng.sample_rate, 2),
+           "median_ms": round(1000 * med, 1), "p90_ms": round(1000 * float(np.percentile(times, 90)), 1),
+           "cpu_ms": round(1000 * float(np.median(cpus)), 1), "rtf": round(med / (B / rate), 3),
+           "keeps_up": med < B / rate, "latency_ms": round(1000 * conv.latency_seconds, 1)}
+    row["parts_ms"] = {k: round(1000 * float(np.median(v)), 1) for k, v in per_part.items()}
+    row["parts_ms"]["other"] = round(row["median_ms"] - sum(row["parts_ms"].values()), 1)
+    return row
 
 
 def main() -> None:
@@ -151,6 +190,10 @@ def main() -> None:
     ap.add_argument("--feature-context", type=float, default=1.0, help="s of left context for f0 / units (ours)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precisions", nargs="+", default=["fp32"],
+                    help="fp32 bf16 fp16 auto (RealtimeSettings.precision); each block length runs every one")
+    ap.add_argument("--device-rate", type=int, default=None,
+                    help="sound-card rate (e.g. 48000): adds the streaming resampling bridge (default: the model rate)")
     ap.add_argument("--work", default=os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_realtime"))
     args = ap.parse_args()
 
@@ -169,14 +212,18 @@ def main() -> None:
     rows = []
     for engine in args.engines:
         for block in args.blocks:
-            row = run_case(svc, engine, block, args.n, args.warmup, args.f0, args.feature_context)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for precision in args.precisions:
+                row = run_case(svc, engine, block, args.n, args.warmup, args.f0, args.feature_context,
+                               args.device_rate, precision)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     for engine in args.engines:
-        ok = [r for r in rows if r["engine"] == engine and r["keeps_up"]]
-        best = min(ok, key=lambda r: r["block_s"]) if ok else None
-        print(json.dumps({"engine": engine, "smallest_block_keeping_up_s": best and best["block_s"],
-                          "algorithmic_latency_ms": best and best["latency_ms"]}), flush=True)
+        for precision in args.precisions:
+            ok = [r for r in rows if r["engine"] == engine and r["precision"] == precision and r["keeps_up"]]
+            best = min(ok, key=lambda r: r["block_s"]) if ok else None
+            print(json.dumps({"engine": engine, "precision": precision,
+                              "smallest_block_keeping_up_s": best and best["block_s"],
+                              "algorithmic_latency_ms": best and best["latency_ms"]}), flush=True)
     print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "load_average": os.getloadavg()[0]}), flush=True)
 

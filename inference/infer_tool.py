@@ -202,6 +202,12 @@ class Svc:
         self.net_g_ms = None
         self.dtype = torch.float16 if self.half else torch.float32
         self._f0_predictors: dict[tuple[str, float], Any] = {}
+        self._encoder_path = encoder_path
+        # precision name → inference-ready synthesizer / speech encoder in that precision (the
+        # loaded ones under their own precision; reduced-precision copies made on first use)
+        self._models_by_precision: dict[str, Any] = {}
+        self._encoders_by_precision: dict[str, Any] = {}
+        self._precision_warned: set[str] = set()
         # A .svc.safetensors model file (modelfile.ModelBundle) or None for G_*.pth + config.json.
         self.model_file = self._open_model_file(net_g_path, config_path, cluster_model_path, diffusion_model_path)
 
@@ -440,19 +446,75 @@ class Svc:
             self._f0_predictors[key] = pred
         return pred
 
+    # ------------------------------------------------------------------ precision (issue 25)
+    def resolve_precision(self, precision: str) -> str:
+        """``precision`` (``fp32``, ``bf16``, ``fp16``, ``auto``) → the concrete name on this device.
+
+        ``auto`` → bf16 where the device runs it natively, else fp32. A reduced precision the
+        device lacks natively is kept but warns once (it is emulated: slower, not faster). With
+        ``half`` (4.1's ``--half``) the model is already float16: only ``fp32`` (meaning "as
+        loaded") is accepted."""
+        from modules.precision import PrecisionWarning, resolve_precision
+
+        if self.half:
+            if precision not in ("fp32", "fp16"):
+                raise SvcError(f"precision {precision!r} together with half=True (--half): use one of them "
+                               "(--half is --precision fp16 on CUDA)")
+            return "fp32"
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PrecisionWarning)
+            resolved = resolve_precision(precision, self.dev)
+        for w in caught:
+            if precision not in self._precision_warned:
+                self._precision_warned.add(precision)
+                log.warning("%s", w.message)
+        return resolved
+
+    def model_for(self, precision: str = "fp32"):
+        """The inference-ready synthesizer for ``precision`` (see :meth:`resolve_precision`): the
+        loaded model for fp32, a cast copy for bf16/fp16 (made on first use, kept; the fp32 model
+        is not changed). Its ``precision`` property says which it is."""
+        p = self.resolve_precision(precision)
+        if p == "fp32":
+            return self.net_g_ms
+        net = self._models_by_precision.get(p)
+        if net is None:
+            base = self.net_g_ms
+            net = base.for_inference(precision=p, conv2d=base.dec.conv2d, mrf_chunk=base.dec.mrf_chunk)
+            self._models_by_precision[p] = net
+            log.info("made a %s copy of the SoVITS model", p)
+        return net
+
+    def encoder_for(self, precision: str = "fp32"):
+        """The speech encoder for ``precision``: the loaded one for fp32, a bfloat16 / float16 one
+        (loaded once from the same file) otherwise; float16 on CPU stays float32 (no CPU kernels)."""
+        p = self.resolve_precision(precision)
+        if p == "fp32" or (p == "fp16" and self.dev.type == "cpu"):
+            return self.hubert_model
+        enc = self._encoders_by_precision.get(p)
+        if enc is None:
+            from modules.precision import precision_dtype
+
+            enc = components.get_speech_encoder(self.speech_encoder, device=self.dev, path=self._encoder_path,
+                                                dtype=precision_dtype(p))
+            self._encoders_by_precision[p] = enc
+        return enc
+
     def _to_16k(self, wav: torch.Tensor) -> torch.Tensor:
         """``[L]`` at the model rate → ``[L16]`` (torchaudio-default sinc, as 4.1)."""
         return sinc_resample(wav[None], self.target_sample, ENCODER_RATE)[0]
 
-    def units(self, wav: torch.Tensor, n_frames: int) -> torch.Tensor:
+    def units(self, wav: torch.Tensor, n_frames: int, precision: str = "fp32") -> torch.Tensor:
         """Encoder units of ``wav [L]`` (model rate) stretched to ``n_frames`` → ``[C, n_frames]`` float32
-        (public for the realtime engine)."""
-        c = self.hubert_model.encoder(self._to_16k(wav))
+        (public for the realtime engine); the encoder runs in ``precision``."""
+        c = self.encoder_for(precision).encoder(self._to_16k(wav))
         return repeat_expand_2d(c.squeeze(0).float(), n_frames, self.unit_interpolate_mode)
 
     # ------------------------------------------------------------------ per segment (spec §10.2)
     def get_unit_f0(self, wav: np.ndarray, tran: float, cluster_infer_ratio: float, speaker: str | int | None,
-                    f0_filter: bool, f0_predictor: str, cr_threshold: float = 0.05):
+                    f0_filter: bool, f0_predictor: str, cr_threshold: float = 0.05, precision: str = "fp32"):
         """``wav`` float32 ``[L]`` at the model rate → ``(c [1, C, T], f0 [1, T] Hz, uv [1, T])``."""
         f0, uv = self.f0_predictor(f0_predictor, cr_threshold).compute_f0_uv(wav)
         if f0_filter and sum(f0) == 0:
@@ -461,7 +523,7 @@ class Svc:
         uv = torch.FloatTensor(uv).to(self.dev)
         f0 = (f0 * 2 ** (tran / 12)).unsqueeze(0)
         uv = uv.unsqueeze(0)
-        c = self.units(torch.from_numpy(wav).to(self.dev), f0.shape[1])
+        c = self.units(torch.from_numpy(wav).to(self.dev), f0.shape[1], precision)
         if cluster_infer_ratio != 0:
             if self.cluster_model is None:
                 raise SvcError(f"cluster/retrieval ratio {cluster_infer_ratio} requested but no k-means or index file "
@@ -520,14 +582,20 @@ class Svc:
 
     def _infer_wav(self, wav: np.ndarray, speaker: Any, options: ConversionOptions, *, frame: int = 0,
                    spk_mix: bool = False, vol: torch.Tensor | None = None, start_frame: int | None = None,
-                   use_tqdm: bool = False):
-        """One padded segment ``wav`` (float32 ``[L]``, model rate) → ``(audio, length, frames)``."""
+                   use_tqdm: bool = False, keep: tuple[int, int] | None = None):
+        """One padded segment ``wav`` (float32 ``[L]``, model rate) → ``(audio, length, frames)``.
+
+        ``keep``: the samples ``[start, stop)`` the caller keeps (the slice without its padding).
+        Where nothing post-processes the whole segment (no diffusion, enhancer or loudness
+        matching), the decoder then skips the padding beyond its receptive radius: the kept
+        samples are the same up to float rounding, the rest of ``audio`` is zero."""
         tran, f0_filter, f0_predictor = options.transpose, options.f0_filter, options.f0_predictor
         cr_threshold, k_step, seed = options.cr_threshold, options.k_step, options.seed
         second_encoding = options.second_encoding
         loudness_envelope_adjustment = options.loudness_envelope_adjustment
         if spk_mix:
-            c, f0, uv = self.get_unit_f0(wav, tran, 0, None, f0_filter, f0_predictor, cr_threshold)
+            c, f0, uv = self.get_unit_f0(wav, tran, 0, None, f0_filter, f0_predictor, cr_threshold,
+                                         options.precision)
             n_frames = f0.size(1)
             weights = speaker[:, frame:frame + n_frames]
             if weights.shape[1] < n_frames:
@@ -536,7 +604,7 @@ class Svc:
         else:
             sid = torch.LongTensor([self.speaker_id(speaker)]).to(self.dev).unsqueeze(0)
             c, f0, uv = self.get_unit_f0(wav, tran, options.cluster_infer_ratio, speaker, f0_filter, f0_predictor,
-                                         cr_threshold)
+                                         cr_threshold, options.precision)
             n_frames = f0.size(1)
         c, f0, uv = c.to(self.dtype), f0.to(self.dtype), uv.to(self.dtype)
         if start_frame:
@@ -552,13 +620,21 @@ class Svc:
                 vol = self.volume_extractor.extract(torch.from_numpy(wav).to(self.dev)[None, :])[None, :]
                 if start_frame:
                     vol = vol[:, start_frame:]
-            audio, f0 = self.net_g_ms.infer(c, f0=f0, g=sid, uv=uv, predict_f0=options.auto_predict_f0,
-                                            noice_scale=options.noice_scale, vol=vol, seed=seed)
+            decode_frames = None
+            if (keep is not None and not start_frame and not self.shallow_diffusion and self.enhancer is None
+                    and loudness_envelope_adjustment == 1):
+                decode_frames = (keep[0] // self.hop_size, -(-keep[1] // self.hop_size))
+            # f0 stays float32 whatever the precision (the model casts the units itself)
+            audio, f0 = self.model_for(options.precision).infer(c, f0=f0, g=sid, uv=uv,
+                                            predict_f0=options.auto_predict_f0,
+                                            noice_scale=options.noice_scale, vol=vol, seed=seed,
+                                            decode_frames=decode_frames)
             audio = audio[0, 0].float()
             audio_mel = self.vocoder.extract(audio[None, :], self.target_sample) if self.shallow_diffusion else None
         c, f0, uv = c.float(), f0.float(), uv.float()
         if self.only_diffusion or self.shallow_diffusion:
-            audio = self.diffuse(audio, audio_mel, c, f0, vol, sid, k_step, second_encoding, use_tqdm)
+            audio = self.diffuse(audio, audio_mel, c, f0, vol, sid, k_step, second_encoding, use_tqdm,
+                                 precision=options.precision)
         if self.enhancer is not None:
             audio = self.enhance(audio, f0, options.enhancer_adaptive_key)
         if loudness_envelope_adjustment != 1:
@@ -567,8 +643,11 @@ class Svc:
 
     def diffuse(self, audio: torch.Tensor, audio_mel: torch.Tensor | None, c: torch.Tensor, f0: torch.Tensor,
                 vol: torch.Tensor | None, sid: torch.Tensor, k_step: int, second_encoding: bool, use_tqdm: bool,
-                *, speedup: int | None = None, method: str | None = None) -> torch.Tensor:
+                *, speedup: int | None = None, method: str | None = None, precision: str = "fp32") -> torch.Tensor:
         """Shallow diffusion from the SoVITS mel, or diffusion only (spec §8.5).
+
+        ``precision`` other than fp32: the diffusion network and the vocoder network run under
+        autocast (matrix products and convolutions in bf16/fp16; the schedule, mel and f0 in fp32).
 
         ``audio [L]`` model rate, ``audio_mel`` its mel (shallow) or None, ``c [1, C, T]``,
         ``f0 [1, T]`` Hz, ``vol [1, T]`` or None, ``sid [1, 1]`` → ``[L]``. ``speedup`` / ``method``
@@ -580,15 +659,19 @@ class Svc:
         else:
             vol = vol.float()[:, :, None]
         if self.shallow_diffusion and second_encoding:
-            c = self.units(audio, f0.shape[1])[None]
+            c = self.units(audio, f0.shape[1], precision)[None]
         f0 = f0[:, :, None]
         kwargs = dict(spk_id=sid, spk_mix_dict=None, gt_spec=audio_mel, infer=True,
                       infer_speedup=speedup, method=method,
                       k_step=k_step)
         if "use_tqdm" in inspect.signature(self.diffusion_model.forward).parameters:
             kwargs["use_tqdm"] = use_tqdm
-        mel = self.diffusion_model(c.transpose(-1, -2), f0, vol, **kwargs)
-        return self.vocoder.infer(mel, f0).squeeze()
+        from modules.precision import autocast
+
+        p = self.resolve_precision(precision)
+        with autocast(p, self.dev):
+            mel = self.diffusion_model(c.transpose(-1, -2), f0, vol, **kwargs)
+            return self.vocoder.infer(mel.float(), f0).squeeze().float()
 
     def enhance(self, audio: torch.Tensor, f0: torch.Tensor, adaptive_key: float) -> torch.Tensor:
         """NSF-HiFiGAN enhancer post-processing: ``audio [L]`` at the model rate, ``f0 [1, T]`` Hz,
@@ -775,7 +858,8 @@ class Svc:
                 left, right = self._pad_amounts(n, pad)
                 wav = np.concatenate([np.zeros(left, np.float32), y_t[p.start:p.end], np.zeros(right, np.float32)])
                 with torch.inference_mode():
-                    audio, _, n_frames = self._infer_wav(wav, spk, options, frame=frame, spk_mix=use_spk_mix)
+                    audio, _, n_frames = self._infer_wav(wav, spk, options, frame=frame, spk_mix=use_spk_mix,
+                                                         keep=(left, wav.shape[0] - right))
                 frame += n_frames
                 a = audio.float().cpu().numpy()
                 del audio

@@ -88,6 +88,13 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+def precision_choices() -> list[str]:
+    """Valid ``precision`` values (``modules.precision.PRECISIONS``)."""
+    from modules.precision import PRECISIONS
+
+    return list(PRECISIONS)
+
+
 def f0_predictor_choices() -> list[str]:
     """Valid ``f0_predictor`` values: the names in the ``modules.F0Predictor`` registry."""
     from modules.F0Predictor import list_f0_predictors
@@ -164,6 +171,12 @@ class ConversionOptions:
                            ("--f0_filter",))
     seed: int = _opt(SEED, "int", "", "Seed", "random seed of the synthesizer's prior noise (4.1: 52468)",
                      ("--seed",), minimum=0, maximum=2**63 - 1)
+    precision: str = _opt("fp32", "choice", "", "Precision",
+                          "compute precision of the speech encoder, synthesizer and diffusion: fp32 (4.1's, "
+                          "default), bf16 (about 2x faster on GPUs and on CPUs with AVX512-BF16/AMX; audio "
+                          "about 35-45 dB SNR from fp32), fp16 (GPUs), auto (bf16 where native, else fp32); "
+                          "f0, sine phase, mel and loudness stay fp32", ("--precision",),
+                          choices=precision_choices)
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:

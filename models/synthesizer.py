@@ -20,9 +20,10 @@ from modules.commons import rand_slice_segments_with_pitch, sequence_mask
 from modules.errors import ConfigError
 from modules.f0 import f0_to_coarse, f0_to_lf0, lf0_to_f0, normalize_f0
 from modules.modules import fold_weight_norm, inference_copy
+from modules.precision import precision_dtype, precision_name
 from vdecoder.hifigan.models import Generator as NsfHifiganGenerator
-from vdecoder.hifigan.models import MrfChunk
-from vdecoder.hifigan.sources import HarmonicSource
+from vdecoder.hifigan.models import MrfChunk, receptive_radius_frames
+from vdecoder.hifigan.sources import HarmonicSource, SourceWindow
 from vdecoder.hifiganwithsnake.models import Generator as NsfSnakeHifiganGenerator
 
 log = logging.getLogger(__name__)
@@ -428,10 +429,31 @@ class SynthesizerTrn(nn.Module):
         samples away from its left edge when the source's phase is carried to frame ``i``."""
         return self.dec(z, g=g, f0=f0, source=source)
 
+    def decode_range(self, z: torch.Tensor, f0: torch.Tensor, g: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Decoder output of frames ``[start, stop)`` only (audio ``[B, 1, T·hop]``, zero outside
+        ``[start − R, stop + R)`` frames, R = the decoder's receptive radius): the same samples as
+        :meth:`decode` there, up to float rounding (the harmonic source is computed over the whole
+        slice and windowed: :class:`~vdecoder.hifigan.sources.SourceWindow`). For callers that cut
+        padding off the output (``Svc``'s slices), so the padding is not decoded. Decoders that draw
+        noise of the output's shape (the snake variant) decode whole."""
+        T = z.shape[-1]
+        radius = receptive_radius_frames(self.dec)
+        lo, hi = max(0, int(start) - radius), min(T, int(stop) + radius)
+        if (lo == 0 and hi == T) or self.dec.uv_noise or hi <= lo:
+            return self.decode(z, f0, g)
+        hop = self.dec.upp
+        source = SourceWindow(self.dec.default_source(), f0, lo)
+        gw = g[..., lo:hi] if g.shape[-1] > 1 else g
+        y = self.decode(z[..., lo:hi], f0[:, lo:hi], gw, source=source)
+        out = y.new_zeros(y.shape[0], 1, T * hop)
+        out[..., lo * hop:hi * hop] = y
+        return out
+
     @torch.no_grad()
     def infer(self, c: torch.Tensor, f0: torch.Tensor, uv: torch.Tensor, g: torch.Tensor | None = None,
               noice_scale: float = 0.35, seed: int = 52468, predict_f0: bool = False,
-              vol: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              vol: torch.Tensor | None = None,
+              decode_frames: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Convert units + f0 to audio (spec §6.7).
 
         Args:
@@ -439,7 +461,9 @@ class SynthesizerTrn(nn.Module):
             (or ``[T, n_spk]`` weights after :meth:`EnableCharacterMix`); noice_scale: prior
             noise scale (``noice_scale`` is 4.1's spelling); seed: ``torch.manual_seed`` is
             called with it first, so the same seed gives the same audio; predict_f0: replace f0
-            by the F0 decoder's prediction; vol: ``[1, T]`` loudness (``vol_embedding`` models).
+            by the F0 decoder's prediction; vol: ``[1, T]`` loudness (``vol_embedding`` models);
+            decode_frames: ``(start, stop)`` frames the caller keeps: the decoder skips what lies
+            beyond its receptive radius of them, which is zero in the output (:meth:`decode_range`).
         Returns:
             ``(audio [1, 1, T·hop] float32, f0 used [1, T])``.
         Random draws: enc_p ε ``[1, inter, T]``, then the sine phases ``[1, 9]``.
@@ -453,7 +477,10 @@ class SynthesizerTrn(nn.Module):
         m_p, logs_p = self.prior(x, x_mask, f0)
         z_p = self.sample(m_p, logs_p, x_mask, noise_scale=noice_scale)
         z = self.flow_inverse(z_p, x_mask, g)
-        o = self.decode(z * x_mask, f0, g)
+        if decode_frames is None:
+            o = self.decode(z * x_mask, f0, g)
+        else:
+            o = self.decode_range(z * x_mask, f0, g, *decode_frames)
         return o.float(), f0
 
     @property
@@ -461,8 +488,14 @@ class SynthesizerTrn(nn.Module):
         """True for objects made by :meth:`for_inference` (no ``enc_q``, folded weights)."""
         return getattr(self, "_inference_ready", False)
 
+    @property
+    def precision(self) -> str:
+        """Compute precision of this (inference-ready) model: ``fp32``, ``bf16`` or ``fp16``
+        (fixed when :meth:`for_inference` made it; see :mod:`modules.precision`)."""
+        return precision_name(self.pre.weight.dtype)
+
     def for_inference(self, *, dtype: torch.dtype | None = None, conv2d: bool = True,
-                      mrf_chunk: MrfChunk = 0) -> SynthesizerTrn:
+                      mrf_chunk: MrfChunk = 0, precision: str | None = None) -> SynthesizerTrn:
         """A new inference-ready synthesizer made from this (loaded) one, which stays unchanged.
 
         The new object: eval mode, no gradients, no ``enc_q`` (training only), weight norm folded
@@ -472,8 +505,19 @@ class SynthesizerTrn(nn.Module):
         :func:`vdecoder.hifigan.models.chunking_pays`), cast to ``dtype`` if given (float16/bfloat16
         are GPU options). Output equals this model's up to float rounding. Unchanged tensors are
         shared, not copied. Its state dict no longer matches 4.1 files (save the loaded model).
+
+        ``precision`` (``fp32``, ``bf16``, ``fp16``; resolve ``auto`` first with
+        :func:`modules.precision.resolve_precision`, which also warns where it is not native)
+        casts the copy on any device, CPU included; the harmonic source's phase and the f0 stay
+        float32 inside (docs/compat/speed.md). Made from an inference-ready model, only the
+        precision changes (same decoder options). fp32 gives the same object as no precision.
         """
-        if dtype is not None and dtype != torch.float32 and self.pre.weight.device.type == "cpu":
+        if precision is not None:
+            want = precision_dtype(precision)
+            if dtype is not None and dtype != want:
+                raise ValueError(f"dtype {dtype} contradicts precision {precision!r}; give one of them")
+            dtype = None if want == torch.float32 else want
+        elif dtype is not None and dtype != torch.float32 and self.pre.weight.device.type == "cpu":
             raise ValueError(
                 f"{dtype} inference is a GPU option; on CPU the synthesizer runs in float32 "
                 "(leave dtype unset or move the model to a GPU first)"

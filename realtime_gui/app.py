@@ -16,13 +16,32 @@ from pathlib import Path
 from typing import Any
 
 from inference.realtime import RealtimeSettings, load_settings, save_settings
+from modules.precision import PRECISIONS
 from modules.errors import SvcError
 
 log = logging.getLogger(__name__)
 
 TITLE = "so-vits-svc 4.1 realtime"
-READOUT_KEYS = ("latency", "compute", "status")
+READOUT_KEYS = ("latency", "compute", "compute_warning", "status")
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(RealtimeSettings)}
+#: Warn when the median compute time of the recent blocks reaches this share of the block length:
+#: above it, a slower block (another program, a louder passage with more voiced frames) drops out.
+COMPUTE_WARNING_SHARE = 0.8
+COMPUTE_WARNING_BLOCKS = 10  # recent blocks the median is taken over
+
+
+def compute_warning(times, block_seconds: float) -> str | None:
+    """A warning (shown under the readout) when blocks take ≥ :data:`COMPUTE_WARNING_SHARE` of the block
+    length (median of the last :data:`COMPUTE_WARNING_BLOCKS` compute times, seconds), else None."""
+    recent = sorted(list(times)[-COMPUTE_WARNING_BLOCKS:])
+    if not recent or block_seconds <= 0:
+        return None
+    median = recent[len(recent) // 2]
+    if median < COMPUTE_WARNING_SHARE * block_seconds:
+        return None
+    return (f"warning: blocks take {1000 * median:.0f} ms of {1000 * block_seconds:.0f} ms "
+            f"({100 * median / block_seconds:.0f} %); audio will drop out: raise the block time"
+            + (" or choose precision bf16/auto" if "precision" in _FIELD_TYPES else ""))
 
 
 def model_speakers(model_path: str, config_path: str = "") -> list[str]:
@@ -84,6 +103,8 @@ def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], spea
         row("History blocks", slider("history_blocks", 1, 20, 1)),
         row("F0 predictor", sg.Combo(f0_names, default_value=s.f0_predictor, key="f0_predictor", readonly=True,
                                      enable_events=True)),
+        row("Precision (at Start)", sg.Combo(list(PRECISIONS), default_value=s.precision, key="precision",
+                                             readonly=True)),
         [sg.Checkbox("NSF-HiFiGAN enhancer", default=s.enhancer, key="enhancer", enable_events=True),
          sg.Checkbox("Feature retrieval", default=s.feature_retrieval, key="feature_retrieval")],
         [sg.Checkbox("Auto f0 prediction", default=s.auto_f0, key="auto_f0", enable_events=True),
@@ -106,6 +127,7 @@ def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], spea
          sg.Button("Save settings", key="save"), sg.Button("Load settings", key="load")],
         [sg.Text("Latency:"), sg.Text("—", key="latency", size=(34, 1)),
          sg.Text("Compute per block:"), sg.Text("—", key="compute", size=(26, 1))],
+        [sg.Text("", key="compute_warning", size=(150, 1), text_color="orange")],
         # 150 characters span the window's width; 4 lines hold the longest messages (device errors
         # with the file-conversion hint took 3 lines of 100 and were cut off at 2)
         [sg.Text("", key="status", size=(150, 4))],
@@ -238,6 +260,7 @@ class RealtimeApp:
         load = compute / conv.block_seconds if conv.block_seconds else 0.0
         self.window["compute"].update(f"{1000 * compute:.0f} ms of {1000 * conv.block_seconds:.0f} ms "
                                       f"({100 * load:.0f} %)")
+        self.window["compute_warning"].update(compute_warning(conv.compute_times, conv.block_seconds) or "")
         if stream is not None and stream.error is not None:
             err = stream.error
             self.stop()

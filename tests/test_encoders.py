@@ -266,6 +266,14 @@ def test_dtype_and_device_options(tiny_ckpts):
         vencoder.get_speech_encoder("wavlmbase+", device="cpu", path=path, dtype=torch.float16)
     with pytest.raises(ConfigError):
         vencoder.get_speech_encoder("wavlmbase+", device="cpu", path=path, dtype="int8")
+    # bfloat16 runs on CPU (precision bf16 / auto); units close to float32's
+    wav = torch.sin(torch.arange(16000) / 16000 * 2 * torch.pi * 220) * 0.3
+    u32 = vencoder.get_speech_encoder("wavlmbase+", device="cpu", path=path).encoder(wav)
+    bf = vencoder.get_speech_encoder("wavlmbase+", device="cpu", path=path, dtype="bfloat16")
+    assert bf.dtype == torch.bfloat16
+    u16 = bf.encoder(wav).float()
+    assert u16.shape == u32.shape
+    assert float((u16 - u32).norm() / u32.norm()) < 0.1
     with pytest.raises(ConfigError):
         vencoder.get_speech_encoder("wavlmbase+", device="gpu-please", path=path)
     if not torch.cuda.is_available():

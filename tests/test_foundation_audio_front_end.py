@@ -146,3 +146,18 @@ def test_repeat_expand_nearest_index_rule():
     c = torch.arange(5.0)[None]
     out = repeat_expand_2d(c, 8, "nearest")
     assert out[0].tolist() == [float(int(i * 5 / 8)) for i in range(8)]
+
+
+def test_cached_window_and_mel_basis_work_in_training_after_inference_mode():
+    """The first mel under torch.inference_mode() must not cache inference tensors that a later
+    training step (autograd) cannot use."""
+    import torch
+
+    from modules.mel_processing import mel_spectrogram_torch
+
+    args = (1536, 72, 44100, 384, 1536, 0.0, 22050)  # a size no other test caches first
+    with torch.inference_mode():
+        mel_spectrogram_torch(torch.randn(1, 6000) * 0.1, *args)
+    y = (torch.randn(1, 6000) * 0.1).requires_grad_()
+    mel_spectrogram_torch(y, *args).sum().backward()
+    assert y.grad is not None and float(y.grad.abs().sum()) > 0

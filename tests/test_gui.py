@@ -157,3 +157,15 @@ def test_gui_without_display_says_so(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "cannot open a window" in r.stderr and "--input in.wav --output out.wav" in r.stderr
+
+
+def test_compute_warning_when_blocks_approach_their_length():
+    from realtime_gui.app import COMPUTE_WARNING_BLOCKS, compute_warning
+
+    block = 0.3
+    assert compute_warning([], block) is None
+    assert compute_warning([0.1] * 20, block) is None                 # 33 %: fine
+    msg = compute_warning([0.1] * 20 + [0.26] * COMPUTE_WARNING_BLOCKS, block)
+    assert msg is not None and "260 ms of 300 ms (87 %)" in msg and "block time" in msg
+    # one slow block among fast ones is not a trend (median of the recent blocks)
+    assert compute_warning([0.1] * (COMPUTE_WARNING_BLOCKS - 1) + [0.5], block) is None

@@ -30,7 +30,8 @@ _DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.
 
 
 def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
-    """``None`` → float32. Half types only on CUDA (CPU half is slow and not what 4.1 computed)."""
+    """``None`` → float32. float16 only on CUDA (slow on most CPUs); bfloat16 on CUDA and on CPU
+    (the ``precision`` option: fast on CPUs with AVX512-BF16 / AMX, see modules.precision)."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, str):
@@ -38,8 +39,8 @@ def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
             raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPE_NAMES)}")
         dtype = _DTYPE_NAMES[dtype.lower()]
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ConfigError(f"unsupported speech-encoder dtype {dtype!r}; use float32, or float16/bfloat16 on CUDA")
-    if dtype in _HALF_TYPES and device.type != "cuda":
+        raise ConfigError(f"unsupported speech-encoder dtype {dtype!r}; use float32, bfloat16, or float16 on CUDA")
+    if dtype in _HALF_TYPES and device.type != "cuda" and not (dtype == torch.bfloat16 and device.type == "cpu"):
         raise ConfigError(f"dtype {dtype} is only supported on CUDA devices (device is {device}); "
                           "use float32 on CPU")
     return dtype

@@ -49,7 +49,7 @@ MIX_MODE_LABELS = {"convex": "Convex (softmax of rate/100, 4.1 mode 0)",
 SETTINGS_LEFT = ("auto_predict_f0", "f0_predictor", "transpose", "cluster_infer_ratio", "slice_db", "output_format",
                  "noice_scale", "k_step")
 SETTINGS_RIGHT = ("pad_seconds", "clip_seconds", "lg_num", "lgr_num", "enhancer_adaptive_key", "cr_threshold",
-                  "loudness_envelope_adjustment", "second_encoding")
+                  "loudness_envelope_adjustment", "second_encoding", "precision")
 OUTPUT_FORMAT_LABEL = "Output format"
 DEFAULT_OUTPUT_FORMAT = "wav"
 # 4.1's web UI imposed the input's loudness envelope (0); its CLI keeps the output's (1). A web-UI

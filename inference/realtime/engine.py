@@ -22,7 +22,6 @@ The synthesis itself is the synthesizer's stages (``embed`` â†’ ``predict_f0`` â
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from inference.realtime.settings import RealtimeSettings
 from inference.realtime.sola import BlockProcessor
 from modules.errors import ConfigError, SvcError
+from vdecoder.hifigan.models import receptive_radius_frames as decoder_radius_frames
 from vdecoder.hifigan.sources import FrameRateSource
 
 log = logging.getLogger(__name__)
@@ -124,28 +124,6 @@ class SinePhase:
         return self.offset
 
 
-def decoder_radius_frames(dec) -> int:
-    """Frames of z / f0 on each side that influence a decoder output sample (NSF-HiFiGAN).
-
-    conv_pre (kernel 7) reaches 3 frames; each upsampling stage adds ceil(k/u) input samples of
-    its transposed conv and the widest residual block's reach at the new rate; conv_post adds 3
-    samples. The snake variant's anti-aliasing filters add 6 samples at every stage. +2 frames slack.
-    """
-    h = dec.h
-    key = str(h["resblock"])
-    n_dil = 3 if key == "1" else 2
-    mrf = max(sum((k - 1) // 2 * d for d in dil[:n_dil]) + (n_dil * ((k - 1) // 2) if key == "1" else 0)
-              for k, dil in zip(h["resblock_kernel_sizes"], h["resblock_dilation_sizes"]))
-    snake = 6 if hasattr(dec, "snakes") else 0
-    reach, rate = 3.0, 1
-    for u, k in zip(h["upsample_rates"], h["upsample_kernel_sizes"]):
-        reach += (math.ceil(k / u) + snake) / rate
-        rate *= int(u)
-        reach += (mrf + snake * n_dil * 2) / rate
-    reach += (3 + snake) / rate
-    return math.ceil(reach) + 2
-
-
 class RealtimeEngine(BlockProcessor):
     """Realtime conversion with a loaded :class:`inference.infer_tool.Svc` at the model rate.
 
@@ -169,7 +147,9 @@ class RealtimeEngine(BlockProcessor):
         super().__init__(sample_rate=sr, hop=hop, block_frames=round(settings.block_time * sr / hop),
                          crossfade_time=settings.crossfade_time, history_blocks=settings.history_blocks,
                          max_block_frames=max_block_frames)
-        net = svc.net_g_ms
+        # the inference-ready synthesizer in the chosen precision (fp32: the loaded one)
+        self.precision = svc.resolve_precision(settings.precision)
+        net = svc.model_for(self.precision)
         self.net = net
         self.dev = svc.dev
         self.dec = net.dec
@@ -281,7 +261,7 @@ class RealtimeEngine(BlockProcessor):
         self.f0[T - f0_refresh:] = f0[-f0_refresh:]
         self.uv[T - f0_refresh:] = uv[-f0_refresh:]
         with torch.inference_mode():
-            c = svc.units(torch.from_numpy(wav).to(self.dev), T - w0)[:, -refresh:]
+            c = svc.units(torch.from_numpy(wav).to(self.dev), T - w0, self.precision)[:, -refresh:]
             if s.cluster_ratio and svc.cluster_model is not None:
                 c = svc.cluster_model.mix(c, svc.speaker_name(self.sid), self.sid, s.cluster_ratio)
             self.units[:, T - refresh:] = c.to(self.units)
@@ -322,7 +302,8 @@ class RealtimeEngine(BlockProcessor):
             mel = svc.vocoder.extract(audio[None, :], self.sample_rate)
             sid = torch.LongTensor([[self.sid]]).to(dev)
             audio = svc.diffuse(audio, mel, c_dec, f0_dec, vol_dec, sid, s.k_step, s.second_encoding, False,
-                                speedup=self.diffusion_speedup, method=s.diffusion_method)
+                                speedup=self.diffusion_speedup, method=s.diffusion_method,
+                                precision=self.precision)
         elif svc.enhancer is not None:
             audio = svc.enhance(audio, f0_dec, s.enhancer_adaptive_key)
         return audio.reshape(-1).float()

@@ -31,6 +31,7 @@ SHARED_OPTIONS = {
     "enhancer_adaptive_key": "enhancer_adaptive_key",
     "k_step": "k_step",
     "second_encoding": "second_encoding",
+    "precision": "precision",
 }
 _KIND_TYPE = {"float": "float", "int": "int", "bool": "bool", "choice": "str"}  # OptionSpec.kind → JSON type
 
@@ -85,6 +86,7 @@ class RealtimeSettings:
     # new in this implementation
     feature_context: float = 1.0        # s of left context for f0 / units of new frames
     incremental: bool = True            # False: recompute f0 / units of the whole buffer (4.1)
+    precision: str = "fp32"             # fp32, bf16, fp16, auto (ConversionOptions.precision); at Start
 
     LIVE = ("speaker", "threshold", "cluster_ratio", "transpose", "noise_scale", "f0_predictor", "f0_threshold",
             "auto_f0", "skip_safe_zone", "enhancer_adaptive_key", "k_step", "diffusion_speedup",

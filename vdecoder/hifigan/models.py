@@ -20,6 +20,7 @@ made by :meth:`Generator.for_inference`; nothing here reads the environment.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -33,7 +34,7 @@ from modules.modules import convs_to_2d, fold_weight_norm, inference_copy, weigh
 from vdecoder.blocks import LRELU_SLOPE, ResBlock1, ResBlock2
 from vdecoder.hifigan.sources import FrameRateSource, HarmonicSource, SampleRateSource
 
-__all__ = ["Generator", "SineGen", "SourceModuleHnNSF", "chunking_pays"]
+__all__ = ["Generator", "SineGen", "SourceModuleHnNSF", "chunking_pays", "receptive_radius_frames"]
 
 RESBLOCKS = {"1": ResBlock1, "2": ResBlock2}
 
@@ -155,6 +156,28 @@ class SourceModuleHnNSF(nn.Module):
             return sine_merge, None, None
         noise = torch.randn_like(uv) * self.sine_amp / 3
         return sine_merge, noise, uv
+
+
+def receptive_radius_frames(dec) -> int:
+    """Frames of z / f0 on each side that influence a decoder output sample (NSF-HiFiGAN).
+
+    conv_pre (kernel 7) reaches 3 frames; each upsampling stage adds ceil(k/u) input samples of
+    its transposed conv and the widest residual block's reach at the new rate; conv_post adds 3
+    samples. The snake variant's anti-aliasing filters add 6 samples at every stage. +2 frames slack.
+    """
+    h = dec.h
+    key = str(h["resblock"])
+    n_dil = 3 if key == "1" else 2
+    mrf = max(sum((k - 1) // 2 * d for d in dil[:n_dil]) + (n_dil * ((k - 1) // 2) if key == "1" else 0)
+              for k, dil in zip(h["resblock_kernel_sizes"], h["resblock_dilation_sizes"]))
+    snake = 6 if hasattr(dec, "snakes") else 0
+    reach, rate = 3.0, 1
+    for u, k in zip(h["upsample_rates"], h["upsample_kernel_sizes"]):
+        reach += (math.ceil(k / u) + snake) / rate
+        rate *= int(u)
+        reach += (mrf + snake * n_dil * 2) / rate
+    reach += (3 + snake) / rate
+    return math.ceil(reach) + 2
 
 
 def chunking_pays(threads: int, omp_wait_policy: str | None) -> bool:
