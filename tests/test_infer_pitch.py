@@ -121,3 +121,52 @@ def test_auto_key_without_statistics_names_the_fix(svc):
 
     with pytest.raises(SvcError, match="f0 statistics of speaker 'alice'"):
         svc.convert(voice(0.5, SR), SR, "alice", ConversionOptions(auto_key=True), progress=False)
+
+
+# --- inference_main.py ---------------------------------------------------------------------------
+@pytest.fixture
+def cli(models, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("modules.cli.setup_logging", lambda *a, **k: None)
+    (tmp_path / "raw").mkdir()
+    y, _ = song(SR)
+    sf.write(tmp_path / "raw" / "song.wav", y, SR)
+    return tmp_path
+
+
+def _main(argv):
+    import inference_main
+    from modules.cli import run_main
+
+    return run_main(inference_main.main, argv)
+
+
+def test_cli_f0_out_then_f0_file_gives_the_same_audio(models, cli, capsys):
+    import soundfile as sf
+
+    base = ["-m", str(models.g), "-c", str(models.config), "-n", "song.wav", "-s", "alice", "-wf", "wav"]
+    assert _main(base + ["-t", "2", "--f0_out"]) == 0, capsys.readouterr().err
+    result = cli / "results" / "song.wav_2key_alice_sovits_pm.wav"
+    csv = cli / "results" / "song.wav_2key_alice_sovits_pm.f0.csv"
+    assert result.is_file() and csv.read_text().startswith("time_s,f0_hz,voiced\n")
+    assert _main(base + ["--f0_file", str(csv)]) == 0, capsys.readouterr().err
+    again = cli / "results" / "song.wav_0key_alice_sovits_pm.wav"
+    np.testing.assert_array_equal(sf.read(result, dtype="int16")[0], sf.read(again, dtype="int16")[0])
+    # a bad row is named before any conversion
+    csv.write_text(csv.read_text().replace("\n0.0,", "\nnan,", 1))
+    assert _main(base + ["--f0_file", str(csv)]) != 0
+    assert "row 2" in capsys.readouterr().err
+
+
+def test_cli_f0_file_count_must_match_inputs(models, cli, capsys):
+    argv = ["-m", str(models.g), "-c", str(models.config), "-n", "song.wav", "-s", "alice", "--f0_file", "a.csv", "b.csv"]
+    assert _main(argv) != 0 and "2 file(s) for 1 input(s)" in capsys.readouterr().err
+
+
+def test_cli_reports_and_applies_the_key_suggestion(models, cli, capsys, caplog):
+    argv = ["-m", str(models.g), "-c", str(models.config), "-n", "song.wav", "-s", "bob", "-wf", "wav"]
+    with caplog.at_level(logging.INFO):
+        assert _main(argv + ["--auto_key"]) == 0, capsys.readouterr().err
+    assert "suggested key for speaker bob: -12 semitones" in caplog.text
