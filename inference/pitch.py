@@ -133,3 +133,38 @@ def key_report(curve: F0Curve, stats: Any, speaker: str) -> KeyReport:
                      source_median_hz=float(np.median(src)) if src.size else None,
                      speaker_median_hz=float(s.median_hz), p5_hz=float(s.p5_hz), p95_hz=float(s.p95_hz),
                      out_of_range=spans, transpose=curve.transpose)
+
+
+def model_f0_stats(model_path: str | os.PathLike, config_path: str | os.PathLike | None = None) -> dict | None:
+    """:func:`load_speaker_stats` for a model given by its paths, reading only a model file's
+    header (the realtime GUI shows the key before any model loads); None when there are none."""
+    from modelfile import is_model_file, read_info
+
+    if is_model_file(model_path):
+        try:
+            meta = read_info(model_path).metadata
+        except Exception as e:  # unreadable: the loader names the problem later
+            log.info("%s: no f0 statistics read (%s)", model_path, e)
+            return None
+
+        class _Header:  # what load_speaker_stats reads of a model file
+            path = model_path
+            f0_stats = meta.get("f0_stats")
+
+        return load_speaker_stats(None, _Header)
+    config = Path(config_path) if config_path else Path(model_path).parent / "config.json"
+    return load_speaker_stats(config)
+
+
+def speaker_key_text(stats: dict | None, speaker: str, source_median_hz: float | None = None) -> str:
+    """One line about ``speaker``'s range and, given the singer's median f0, the suggested key."""
+    from modules.f0_stats import suggest_transpose
+
+    s = (stats or {}).get(speaker)
+    if s is None:
+        return f"no f0 statistics for speaker {speaker!r} (preprocess_hubert_f0.py writes them)"
+    text = f"{speaker}: median {s.median_hz:.0f} Hz, 5-95 % {s.p5_hz:.0f}-{s.p95_hz:.0f} Hz"
+    if source_median_hz:
+        key = suggest_transpose(np.array([source_median_hz]), s)
+        text += f"; suggested key {key:+d} semitones (your voice: median {source_median_hz:.0f} Hz)"
+    return text
