@@ -50,6 +50,7 @@ def test_pitch_controls_are_generated_from_the_options(tmp_path):
         assert elem in by_id, elem
     opts, _ = cb.settings_from_ui({"f0_min": None, "f0_max": 600, "f0_repair": True})
     assert (opts.f0_min, opts.f0_max, opts.f0_repair) == (None, 600, True)
+    assert cb.settings_from_ui({"f0_min": 0, "f0_max": 0})[0].f0_min is None  # an emptied box sends 0
     with pytest.raises(SvcError, match="'Lowest f0 \\(Hz\\)' must be below f0_max"):
         cb.settings_from_ui({"f0_min": 700, "f0_max": 600})
 

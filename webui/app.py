@@ -387,6 +387,8 @@ def _setting_control(name: str) -> gr.components.Component:
     if spec.kind == "choice":
         return gr.Dropdown(choices=ConversionOptions.choices(name), **common)
     lo, hi = spec.minimum, spec.maximum
+    if spec.optional:  # the browser sends an emptied box as 0, which means "not set" here
+        lo, common["info"] = 0, info + "; empty or 0 = 4.1's"
     if spec.kind == "int" and lo is not None and hi is not None and hi - lo <= SLIDER_MAX_STEPS:
         return gr.Slider(minimum=lo, maximum=hi, step=1, **common)
     return gr.Number(minimum=lo, maximum=hi, **common)

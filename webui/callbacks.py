@@ -74,10 +74,17 @@ def check_output_format(output_format: Any) -> str:
     return str(output_format)
 
 
+#: optional number settings (None = 4.1's behaviour): their boxes start empty and take 0 as empty
+OPTIONAL_NUMBERS = {n for n, s in ConversionOptions.fields_meta().items() if s.optional}
+
+
 def settings_from_ui(values: Mapping[str, Any]) -> tuple[ConversionOptions, str]:
     """The page's control values → ``(options, output format)``; a bad value raises naming its label."""
     values = dict(values)
     output_format = check_output_format(values.pop("output_format", DEFAULT_OUTPUT_FORMAT))
+    for name in OPTIONAL_NUMBERS & set(values):  # an emptied number box arrives as 0: "not set"
+        if values[name] in (0, "0"):
+            values[name] = None
     try:
         options = ConversionOptions.from_mapping(values, source="web UI", base=web_defaults())
     except OptionError as e:
