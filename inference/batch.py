@@ -288,17 +288,19 @@ def convert_files(svc, job: Job, *, on_slice_done: Callable[[], None] | None = N
         for spk in job.speakers:
             used = []
             audio = svc.convert(y, sr, spk, opts, on_slice_done=on_slice_done, f0_curve=given,
-                                on_f0=used.append if job.f0_out else None)
+                                on_f0=used.append if job.f0_out or opts.auto_key else None)
             spk_name = "spk_mix" if opts.use_spk_mix else str(spk)
+            key = used[0].transpose if opts.auto_key and used else tran  # the key --auto_key chose
+            key = int(key) if float(key).is_integer() else key
             out = unique_path(results / output_name(
-                name, tran=tran, spk=spk_name, cluster_infer_ratio=opts.cluster_infer_ratio,
+                name, tran=key, spk=spk_name, cluster_infer_ratio=opts.cluster_infer_ratio,
                 auto_predict_f0=opts.auto_predict_f0, shallow_diffusion=svc.shallow_diffusion,
                 only_diffusion=svc.only_diffusion, f0_predictor=opts.f0_predictor, wav_format=job.wav_format,
                 feature_retrieval=svc.feature_retrieval))
             save_audio(out, audio, svc.target_sample, format=job.wav_format)
             log.info("wrote %s", out)
             written.append(out)
-            if used:
+            if used and job.f0_out:
                 csv_path = unique_path(out.with_name(out.name[:-len(out.suffix)] + ".f0.csv"))
                 write_f0_csv(csv_path, used[0].f0, used[0].uv, hop_length=svc.hop_size,
                              sampling_rate=svc.target_sample)

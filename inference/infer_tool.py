@@ -879,7 +879,7 @@ class Svc:
             bar.close()
         if pos != total:
             raise AssertionError(f"assembled {pos} samples, expected {total}")
-        if on_f0 is not None or (stats is not None and not options.auto_key and f0_curve is None):
+        if on_f0 is not None or (stats is not None and f0_curve is None):
             curve = self._assemble_curve(grid, used, options.transpose)
             if stats is not None and f0_curve is None:
                 self._report_key(curve, stats, str(spk), applied=options.auto_key)

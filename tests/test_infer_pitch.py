@@ -24,7 +24,9 @@ def models(tmp_path_factory):
     ms = build_model_set(tmp_path_factory.mktemp("pitch_models"))
     # bob sings one octave below the 220 Hz test voice; alice has no statistics
     bob = SpeakerF0Stats(frames=1000, voiced_seconds=11.6, median_hz=110.0, p5_hz=90.0, p95_hz=140.0)
-    save_f0_stats(ms.config.parent / "f0_stats.json", {"bob": bob})
+    # carol's range holds the 220 Hz part of song() but not its 300 Hz tail
+    carol = SpeakerF0Stats(frames=1000, voiced_seconds=11.6, median_hz=220.0, p5_hz=200.0, p95_hz=245.0)
+    save_f0_stats(ms.config.parent / "f0_stats.json", {"bob": bob, "carol": carol})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
         yield ms
@@ -111,9 +113,22 @@ def test_key_suggestion_one_octave_below_is_minus_12(svc, caplog):
     with caplog.at_level(logging.INFO):
         auto = svc.convert(y, SR, "bob", ConversionOptions(auto_key=True), progress=False, on_f0=curves.append)
     assert curves[0].transpose == -12 and "--auto_key applies it" in caplog.text
+    assert "outside speaker bob's" not in caplog.text  # transposed, the song sits in bob's range
     manual = svc.convert(y, SR, "bob", ConversionOptions(transpose=-12), progress=False)
     np.testing.assert_array_equal(auto, manual)
     assert not np.array_equal(auto, plain)
+
+
+def test_out_of_range_spans_are_song_seconds(svc):
+    from inference.pitch import key_report
+
+    y, (gap_start, gap_end) = song(SR)  # 220 Hz for 5.4 s, silence, 300 Hz for 1 s
+    curves = []
+    svc.convert(y, SR, "carol", ConversionOptions(), progress=False, on_f0=curves.append)
+    report = key_report(curves[0], svc.speaker_f0_stats("carol"), "carol")
+    assert report.suggested == 0
+    (start, end), = report.out_of_range
+    assert abs(start - gap_end / SR) < 0.1 and abs(end - len(y) / SR) < 0.1
 
 
 def test_auto_key_without_statistics_names_the_fix(svc):
@@ -170,3 +185,5 @@ def test_cli_reports_and_applies_the_key_suggestion(models, cli, capsys, caplog)
     with caplog.at_level(logging.INFO):
         assert _main(argv + ["--auto_key"]) == 0, capsys.readouterr().err
     assert "suggested key for speaker bob: -12 semitones" in caplog.text
+    # the result's name carries the key that was used
+    assert (cli / "results" / "song.wav_-12key_bob_sovits_pm.wav").is_file()
