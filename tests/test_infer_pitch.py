@@ -187,3 +187,17 @@ def test_cli_reports_and_applies_the_key_suggestion(models, cli, capsys, caplog)
     assert "suggested key for speaker bob: -12 semitones" in caplog.text
     # the result's name carries the key that was used
     assert (cli / "results" / "song.wav_-12key_bob_sovits_pm.wav").is_file()
+
+
+def test_model_file_statistics_are_read(models, tmp_path):
+    import json
+
+    from inference.pitch import model_f0_stats
+    from modelfile import export_model
+
+    doc = json.loads((models.config.parent / "f0_stats.json").read_text())
+    path = export_model(model_path=models.g, config_path=models.config, output_path=tmp_path / "v.svc.safetensors",
+                        f0_stats=doc)
+    assert model_f0_stats(path)["bob"].median_hz == 110.0
+    svc = Svc(path, None, device="cpu", cluster_model_path="")
+    assert svc.speaker_f0_stats("bob").median_hz == 110.0 and svc.speaker_f0_stats("alice") is None
