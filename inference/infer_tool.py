@@ -815,6 +815,9 @@ class Svc:
             options = options.replace(transpose=0, auto_key=False)
         stats = self.speaker_f0_stats(spk)
         if options.auto_key:
+            if use_spk_mix:
+                raise SvcError("--auto_key needs one target speaker's f0 statistics; it does not work with speaker "
+                               "mixing (-usm): set -t yourself")
             if stats is None:
                 raise SvcError(f"--auto_key needs the f0 statistics of speaker {spk!r}: this model has "
                                f"{'none for that speaker' if self.f0_stats else 'none'} (preprocess_hubert_f0.py writes "
@@ -826,7 +829,7 @@ class Svc:
                                                  f0_max=options.f0_max, f0_repair=options.f0_repair).compute_f0_uv(wav)
             from inference.pitch import key_report
 
-            report = key_report(self._assemble_curve(grid, {i: c for i, c in given.items()}, 0.0), stats, str(spk))
+            report = key_report(self._assemble_curve(grid, given, 0.0), stats, str(spk))
             log.info("%s; --auto_key applies it", report.message())
             if options.transpose != 0:
                 log.warning("--auto_key replaces -t %s by the suggested %+d semitones", options.transpose,
