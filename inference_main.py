@@ -160,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     job = Job(inputs=args.clean_names, trans=args.transpose, speakers=speakers, options=options,
               wav_format=args.wav_format, f0_out=args.f0_out, f0_files=args.f0_file)
     preflight(job, table)
+    if options.auto_key and not options.use_spk_mix and not args.only_diffusion:
+        from inference.pitch import model_f0_stats
+
+        stats = model_f0_stats(args.model_path, args.config_path) or {}
+        missing = [str(s) for s in speakers if str(s) not in stats]
+        if missing:
+            raise SvcError(f"--auto_key needs f0 statistics of speaker(s) {', '.join(missing)}; this model has them for "
+                           f"{', '.join(stats) or 'none'} (preprocess_hubert_f0.py writes configs/f0_stats.json next to "
+                           "the config; export_model.py stores them in a model file)")
 
     from inference.batch import convert_files
     from inference.infer_tool import Svc

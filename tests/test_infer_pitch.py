@@ -201,3 +201,10 @@ def test_model_file_statistics_are_read(models, tmp_path):
     assert model_f0_stats(path)["bob"].median_hz == 110.0
     svc = Svc(path, None, device="cpu", cluster_model_path="")
     assert svc.speaker_f0_stats("bob").median_hz == 110.0 and svc.speaker_f0_stats("alice") is None
+
+
+def test_cli_auto_key_without_statistics_is_refused_before_loading(models, cli, capsys, monkeypatch):
+    monkeypatch.setattr(Svc, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    argv = ["-m", str(models.g), "-c", str(models.config), "-n", "song.wav", "-s", "alice", "--auto_key"]
+    assert _main(argv) != 0
+    assert "f0 statistics of speaker(s) alice; this model has them for bob, carol" in capsys.readouterr().err
