@@ -251,9 +251,9 @@ class Svc:
         # Per-speaker f0 statistics (key suggestion); None when the model has none.
         from inference.pitch import load_speaker_stats
 
-        # (a checkpoint carrying its config: f0_stats.json beside the checkpoint, as inference_main checks)
-        anchor = config_path if config_path is not None or net_g_path is None else Path(net_g_path).parent / "x"
-        self.f0_stats = load_speaker_stats(anchor, self.model_file)
+        # f0_stats.json sits beside the config (for a checkpoint carrying its config: beside the
+        # checkpoint, where inference_main looks too)
+        self.f0_stats = load_speaker_stats(config_path if config_path is not None else net_g_path, self.model_file)
         self._check_speaker_map()
         self.hubert_model = components.get_speech_encoder(
             self.speech_encoder, device=self.dev, path=encoder_path, dtype=self.dtype if self.half else None)

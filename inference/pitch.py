@@ -86,7 +86,8 @@ class KeyReport:
 
 def load_speaker_stats(config_path: str | os.PathLike | None = None, model_file: Any = None) -> dict | None:
     """Per-speaker f0 statistics of a model: the ``.svc.safetensors`` file's ``f0_stats``
-    metadata, else ``f0_stats.json`` next to ``config_path``; ``None`` when there are none.
+    metadata, else ``f0_stats.json`` in the folder of ``config_path`` (a config or any file beside
+    it, e.g. the checkpoint); ``None`` when there are none.
     A present but unreadable file is logged and ignored (conversion does not need it)."""
     from modules.f0_stats import F0_STATS_NAME, SpeakerF0Stats, load_f0_stats
 
