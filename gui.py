@@ -26,10 +26,11 @@ _OVERRIDES = {
     "crossfade": "crossfade_time", "history": "history_blocks", "threshold": "threshold", "device": "device",
     "diffusion_model_path": "diffusion_model_path", "diffusion_config_path": "diffusion_config_path",
     "k_step": "k_step", "enhancer_adaptive_key": "enhancer_adaptive_key", "f0_filter_threshold": "f0_threshold",
-    "feature_context": "feature_context",
+    "feature_context": "feature_context", "f0_min": "f0_min", "f0_max": "f0_max",
 }
 _SWITCHES = {"enhance": "enhancer", "shallow_diffusion": "use_diffusion", "feature_retrieval": "feature_retrieval",
-             "auto_predict_f0": "auto_f0", "second_encoding": "second_encoding", "skip_safe_zone": "skip_safe_zone"}
+             "auto_predict_f0": "auto_f0", "second_encoding": "second_encoding", "skip_safe_zone": "skip_safe_zone",
+             "f0_repair": "f0_repair"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-dc", "--diffusion_config_path")
     g.add_argument("-ks", "--k_step", type=int)
     g.add_argument("-se", "--second_encoding", action="store_true", default=None)
+    g.add_argument("--f0_min", type=float, help="lowest f0 the predictor searches, Hz (default: 4.1's)")
+    g.add_argument("--f0_max", type=float, help="highest f0 the predictor searches, Hz (default: 4.1's)")
+    g.add_argument("--f0_repair", action="store_true", default=None, help="octave repair of the f0 (per block)")
     g.add_argument("-d", "--device", help="auto, cpu, cuda, cuda:N")
     return p
 

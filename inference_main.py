@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Additions of this implementation
     g.add_argument("--half", action="store_true", default=False, help="float16 synthesis (CUDA only)")
     g.add_argument("--spk_mix_file", type=str, default="spkmix.py", help="speaker-mix track for -usm")
+    g.add_argument("--f0_out", action="store_true", default=False,
+                   help="also write the f0 curve each result used (after transposition, range and repair) as "
+                        "<result>.f0.csv (time_s,f0_hz,voiced; one row per frame of the conversion)")
+    g.add_argument("--f0_file", type=str, nargs="+", default=None, metavar="CSV",
+                   help="use these f0 curves (one per input, e.g. an edited --f0_out file) instead of predicting; "
+                        "they are not transposed again (-t and --auto_key are ignored)")
     add_threads_argument(g)
     add_arguments(p.add_argument_group("conversion options (inference.options.ConversionOptions)"))
     return p
@@ -155,8 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SvcError("no speaker given: pass -s NAME [NAME ...]; this model's speakers: "
                        + (", ".join(table.spk2id) or "(none)"))
     job = Job(inputs=args.clean_names, trans=args.transpose, speakers=speakers, options=options,
-              wav_format=args.wav_format)
+              wav_format=args.wav_format, f0_out=args.f0_out, f0_files=args.f0_file)
     preflight(job, table)
+    if options.auto_key and not options.use_spk_mix and not args.only_diffusion:
+        from inference.pitch import model_f0_stats
+
+        stats = model_f0_stats(args.model_path, args.config_path) or {}
+        missing = [str(s) for s in speakers if str(s) not in stats]
+        if missing:
+            raise SvcError(f"--auto_key needs f0 statistics of speaker(s) {', '.join(missing)}; this model has them for "
+                           f"{', '.join(stats) or 'none'} (preprocess_hubert_f0.py writes configs/f0_stats.json next to "
+                           "the config; export_model.py stores them in a model file)")
 
     from inference.batch import convert_files
     from inference.infer_tool import Svc

@@ -230,6 +230,8 @@ class Job:
 
     ``trans`` holds one transposition per input (padded with the first); it overrides
     ``options.transpose``. With ``options.use_spk_mix`` each speaker is a ``spk_mix_map``.
+    ``f0_out``: write the f0 curve each result used beside it (``<result stem>.f0.csv``);
+    ``f0_files``: one F0 CSV per input to use instead of predicting (``modules.f0_file``).
     """
 
     inputs: Sequence[str]
@@ -239,6 +241,8 @@ class Job:
     wav_format: str = "flac"
     results_dir: Path = RESULTS_DIR
     raw_dir: Path = RAW_DIR
+    f0_out: bool = False
+    f0_files: Sequence[str | os.PathLike] | None = None
 
 
 def preflight(job: Job, speakers: ModelSpeakers | None = None) -> list[Path]:
@@ -248,6 +252,13 @@ def preflight(job: Job, speakers: ModelSpeakers | None = None) -> list[Path]:
     paths = [resolve_input(n, job.raw_dir) for n in job.inputs]
     for p in paths:
         check_audio_header(p)
+    if job.f0_files:
+        if len(job.f0_files) != len(paths):
+            raise SvcError(f"--f0_file: {len(job.f0_files)} file(s) for {len(paths)} input(s); give one F0 CSV per "
+                           "input (-n), in the same order")
+        for f in job.f0_files:
+            if not Path(f).is_file():
+                raise SvcError(f"{f}: f0 file not found (--f0_file)")
     if speakers is not None and not job.options.use_spk_mix:
         for spk in job.speakers:
             speakers.check(spk)
@@ -260,25 +271,39 @@ def convert_files(svc, job: Job, *, on_slice_done: Callable[[], None] | None = N
     ``on_slice_done`` goes to :meth:`Svc.convert` (the script's runtime profile hook)."""
     from modules.audio import load_audio, save_audio
 
+    from modules.f0_file import read_f0_csv, write_f0_csv
+
     paths = preflight(job)  # fail fast on a typo
     trans = fill_to(list(job.trans), len(job.inputs))
+    # every F0 file is read (and its rows checked) before anything is converted
+    curves = [read_f0_csv(f, hop_length=svc.hop_size, sampling_rate=svc.target_sample) for f in job.f0_files] \
+        if job.f0_files else [None] * len(paths)
     results = Path(job.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, path, tran in zip(job.inputs, paths, trans):
+    for name, path, tran, given in zip(job.inputs, paths, trans, curves):
         opts = job.options.replace(transpose=tran)
         y, sr = load_audio(path)
         log.info("%s: %.1f s at %d Hz", path, len(y) / sr, sr)
         for spk in job.speakers:
-            audio = svc.convert(y, sr, spk, opts, on_slice_done=on_slice_done)
+            used = []
+            audio = svc.convert(y, sr, spk, opts, on_slice_done=on_slice_done, f0_curve=given,
+                                on_f0=used.append if job.f0_out or opts.auto_key else None)
             spk_name = "spk_mix" if opts.use_spk_mix else str(spk)
+            key = used[0].transpose if opts.auto_key and used else tran  # the key --auto_key chose
+            key = int(key) if float(key).is_integer() else key
             out = unique_path(results / output_name(
-                name, tran=tran, spk=spk_name, cluster_infer_ratio=opts.cluster_infer_ratio,
+                name, tran=key, spk=spk_name, cluster_infer_ratio=opts.cluster_infer_ratio,
                 auto_predict_f0=opts.auto_predict_f0, shallow_diffusion=svc.shallow_diffusion,
                 only_diffusion=svc.only_diffusion, f0_predictor=opts.f0_predictor, wav_format=job.wav_format,
                 feature_retrieval=svc.feature_retrieval))
             save_audio(out, audio, svc.target_sample, format=job.wav_format)
             log.info("wrote %s", out)
             written.append(out)
+            if used and job.f0_out:
+                csv_path = unique_path(out.with_name(out.name[:-len(out.suffix)] + ".f0.csv"))
+                write_f0_csv(csv_path, used[0].f0, used[0].uv, hop_length=svc.hop_size,
+                             sampling_rate=svc.target_sample)
+                log.info("wrote %s (the f0 curve used; --f0_file takes it back)", csv_path)
             svc.clear_empty()
     return written

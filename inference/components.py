@@ -26,10 +26,12 @@ def f0_predictor_names() -> list[str]:
     return f0_predictor_choices()
 
 
-def get_f0_predictor(name: str, *, hop_length: int, sampling_rate: int, device: torch.device, threshold: float):
+def get_f0_predictor(name: str, *, hop_length: int, sampling_rate: int, device: torch.device, threshold: float,
+                     **kwargs):
+    """``kwargs``: ``f0_min`` / ``f0_max`` / ``f0_repair`` (see ``modules.F0Predictor.get_f0_predictor``)."""
     from modules.F0Predictor import get_f0_predictor as make
 
-    return make(name, hop_length=hop_length, sampling_rate=sampling_rate, device=device, threshold=threshold)
+    return make(name, hop_length=hop_length, sampling_rate=sampling_rate, device=device, threshold=threshold, **kwargs)
 
 
 # --- speech encoders -----------------------------------------------------------------------------

@@ -201,7 +201,7 @@ class Svc:
             raise SvcError("half precision is a GPU option; on CPU inference runs in float32 (drop --half or use -d cuda)")
         self.net_g_ms = None
         self.dtype = torch.float16 if self.half else torch.float32
-        self._f0_predictors: dict[tuple[str, float], Any] = {}
+        self._f0_predictors: dict[tuple, Any] = {}
         self._encoder_path = encoder_path
         # precision name → inference-ready synthesizer / speech encoder in that precision (the
         # loaded ones under their own precision; reduced-precision copies made on first use)
@@ -254,6 +254,12 @@ class Svc:
         else:
             self.volume_extractor = VolumeExtractor(int(self.diffusion_args.data.block_size))
         self.n_speakers = int(self.net_g_ms.n_speakers) if self.net_g_ms is not None else max(len(self.spk2id), 1)
+        # Per-speaker f0 statistics (key suggestion); None when the model has none.
+        from inference.pitch import load_speaker_stats
+
+        # f0_stats.json sits beside the config (for a checkpoint carrying its config: beside the
+        # checkpoint, where inference_main looks too)
+        self.f0_stats = load_speaker_stats(config_path if config_path is not None else net_g_path, self.model_file)
         self._check_speaker_map()
         self.hubert_model = components.get_speech_encoder(
             self.speech_encoder, device=self.dev, path=encoder_path, dtype=self.dtype if self.half else None)
@@ -436,13 +442,23 @@ class Svc:
                 return name
         return str(sid)
 
-    def f0_predictor(self, name: str, threshold: float):
-        """The predictor ``name`` (created once per name and threshold, then reused)."""
-        key = (name, float(threshold))
+    def f0_predictor(self, name: str, threshold: float, *, f0_min: float | None = None, f0_max: float | None = None,
+                     f0_repair: bool = False):
+        """The predictor ``name`` (created once per name, threshold, range and repair, then reused).
+        ``f0_min`` / ``f0_max`` (Hz, None = 4.1's range) and ``f0_repair`` as in
+        ``modules.F0Predictor.get_f0_predictor``."""
+        key = (name, float(threshold), f0_min, f0_max, bool(f0_repair))
         pred = self._f0_predictors.get(key)
         if pred is None:
+            extra: dict[str, Any] = {}
+            if f0_min is not None:
+                extra["f0_min"] = float(f0_min)
+            if f0_max is not None:
+                extra["f0_max"] = float(f0_max)
+            if f0_repair:
+                extra["f0_repair"] = True
             pred = components.get_f0_predictor(name, hop_length=self.hop_size, sampling_rate=self.target_sample,
-                                               device=self.dev, threshold=threshold)
+                                               device=self.dev, threshold=threshold, **extra)
             self._f0_predictors[key] = pred
         return pred
 
@@ -502,6 +518,13 @@ class Svc:
             self._encoders_by_precision[p] = enc
         return enc
 
+    def speaker_f0_stats(self, speaker: Any):
+        """``speaker``'s :class:`~modules.f0_stats.SpeakerF0Stats` (name or id), or None."""
+        if not self.f0_stats or isinstance(speaker, dict) or isinstance(speaker, torch.Tensor):
+            return None
+        name = speaker if isinstance(speaker, str) else self.speaker_name(int(speaker))
+        return self.f0_stats.get(name)
+
     def _to_16k(self, wav: torch.Tensor) -> torch.Tensor:
         """``[L]`` at the model rate → ``[L16]`` (torchaudio-default sinc, as 4.1)."""
         return sinc_resample(wav[None], self.target_sample, ENCODER_RATE)[0]
@@ -514,9 +537,18 @@ class Svc:
 
     # ------------------------------------------------------------------ per segment (spec §10.2)
     def get_unit_f0(self, wav: np.ndarray, tran: float, cluster_infer_ratio: float, speaker: str | int | None,
-                    f0_filter: bool, f0_predictor: str, cr_threshold: float = 0.05, precision: str = "fp32"):
-        """``wav`` float32 ``[L]`` at the model rate → ``(c [1, C, T], f0 [1, T] Hz, uv [1, T])``."""
-        f0, uv = self.f0_predictor(f0_predictor, cr_threshold).compute_f0_uv(wav)
+                    f0_filter: bool, f0_predictor: str, cr_threshold: float = 0.05, precision: str = "fp32", *,
+                    f0_min: float | None = None, f0_max: float | None = None, f0_repair: bool = False,
+                    f0_uv: tuple[np.ndarray, np.ndarray] | None = None):
+        """``wav`` float32 ``[L]`` at the model rate → ``(c [1, C, T], f0 [1, T] Hz, uv [1, T])``.
+
+        ``f0_uv``: a curve ``(f0 [T] Hz, uv [T])`` to use instead of predicting one (it is still
+        transposed by ``tran``)."""
+        if f0_uv is None:
+            f0, uv = self.f0_predictor(f0_predictor, cr_threshold, f0_min=f0_min, f0_max=f0_max,
+                                       f0_repair=f0_repair).compute_f0_uv(wav)
+        else:
+            f0, uv = f0_uv
         if f0_filter and sum(f0) == 0:
             raise F0FilterException("No voice detected")
         f0 = torch.FloatTensor(f0).to(self.dev)
@@ -582,20 +614,25 @@ class Svc:
 
     def _infer_wav(self, wav: np.ndarray, speaker: Any, options: ConversionOptions, *, frame: int = 0,
                    spk_mix: bool = False, vol: torch.Tensor | None = None, start_frame: int | None = None,
-                   use_tqdm: bool = False, keep: tuple[int, int] | None = None):
+                   use_tqdm: bool = False, keep: tuple[int, int] | None = None,
+                   f0_uv: tuple[np.ndarray, np.ndarray] | None = None,
+                   on_f0: Callable[[np.ndarray, np.ndarray], None] | None = None):
         """One padded segment ``wav`` (float32 ``[L]``, model rate) → ``(audio, length, frames)``.
 
         ``keep``: the samples ``[start, stop)`` the caller keeps (the slice without its padding).
         Where nothing post-processes the whole segment (no diffusion, enhancer or loudness
         matching), the decoder then skips the padding beyond its receptive radius: the kept
-        samples are the same up to float rounding, the rest of ``audio`` is zero."""
+        samples are the same up to float rounding, the rest of ``audio`` is zero.
+        ``f0_uv``: the segment's untransposed curve to use instead of predicting it; ``on_f0``
+        receives the curve fed to the synthesizer (``f0 [T]`` float64 Hz, ``uv [T]`` float32)."""
         tran, f0_filter, f0_predictor = options.transpose, options.f0_filter, options.f0_predictor
         cr_threshold, k_step, seed = options.cr_threshold, options.k_step, options.seed
         second_encoding = options.second_encoding
         loudness_envelope_adjustment = options.loudness_envelope_adjustment
+        pitch = dict(f0_min=options.f0_min, f0_max=options.f0_max, f0_repair=options.f0_repair, f0_uv=f0_uv)
         if spk_mix:
             c, f0, uv = self.get_unit_f0(wav, tran, 0, None, f0_filter, f0_predictor, cr_threshold,
-                                         options.precision)
+                                         options.precision, **pitch)
             n_frames = f0.size(1)
             weights = speaker[:, frame:frame + n_frames]
             if weights.shape[1] < n_frames:
@@ -604,8 +641,10 @@ class Svc:
         else:
             sid = torch.LongTensor([self.speaker_id(speaker)]).to(self.dev).unsqueeze(0)
             c, f0, uv = self.get_unit_f0(wav, tran, options.cluster_infer_ratio, speaker, f0_filter, f0_predictor,
-                                         cr_threshold, options.precision)
+                                         cr_threshold, options.precision, **pitch)
             n_frames = f0.size(1)
+        if on_f0 is not None:
+            on_f0(f0[0].double().cpu().numpy(), uv[0].float().cpu().numpy())
         c, f0, uv = c.to(self.dtype), f0.to(self.dtype), uv.to(self.dtype)
         if start_frame:
             c, f0, uv = c[:, :, start_frame:], f0[:, start_frame:], uv[:, start_frame:]
@@ -728,7 +767,9 @@ class Svc:
             self.speaker_id(speaker)
 
     def convert(self, audio: np.ndarray | torch.Tensor, sr: int, speaker: Any, options: ConversionOptions, *,
-                progress: bool = True, on_slice_done: Callable[[], None] | None = None) -> np.ndarray:
+                progress: bool = True, on_slice_done: Callable[[], None] | None = None,
+                f0_curve: tuple[np.ndarray, np.ndarray] | None = None,
+                on_f0: Callable[[Any], None] | None = None) -> np.ndarray:
         """Convert a whole recording: the one offline conversion path.
 
         Args:
@@ -739,6 +780,11 @@ class Svc:
             progress: show a tqdm bar over the voiced slices.
             on_slice_done: called after each converted slice (scripts pass the runtime profile's
                 heap release here; the library never trims the heap itself).
+            f0_curve: ``(f0 [T] Hz, uv [T])`` on the conversion's frame grid (see
+                :mod:`inference.pitch`; what ``on_f0`` reported, e.g. read from an F0 file) to use
+                instead of predicting: not transposed again (``transpose`` / ``auto_key`` are
+                ignored with a warning); another length is resampled with a warning.
+            on_f0: called once at the end with the :class:`~inference.pitch.F0Curve` that was used.
         Returns:
             float32 ``[ceil(L · model_sr / sr)]`` at the model rate, as long as the input.
         """
@@ -749,7 +795,8 @@ class Svc:
         if y.size == 0:
             raise AudioError("input audio holds no samples")
         check_finite(y, "input audio")
-        return self._slice_convert(y, int(sr), speaker, options, progress=progress, on_slice_done=on_slice_done)
+        return self._slice_convert(y, int(sr), speaker, options, progress=progress, on_slice_done=on_slice_done,
+                                   f0_curve=f0_curve, on_f0=on_f0)
     def plan(self, y_t_len: int, chunks: list[Chunk], *, clip_size: int, lg_size: int,
              max_chunk: int, y_t: np.ndarray | None = None) -> tuple[list[_Piece], int]:
         """Pieces to convert, in order, and the number of chunks (model-rate samples)."""
@@ -783,7 +830,8 @@ class Svc:
         return pad + extra // 2, pad + extra - extra // 2
 
     def _slice_convert(self, y: np.ndarray, in_sr: int, spk: Any, options: ConversionOptions, *, progress: bool,
-                       on_slice_done: Callable[[], None] | None) -> np.ndarray:
+                       on_slice_done: Callable[[], None] | None, f0_curve: tuple[np.ndarray, np.ndarray] | None = None,
+                       on_f0: Callable[[Any], None] | None = None) -> np.ndarray:
         from tqdm import tqdm
 
         if options.use_spk_mix and len(self.spk2id) == 1:
@@ -843,23 +891,58 @@ class Svc:
         lg_c_r = lg_size - lg_r - lg_c_l
         ramp = np.linspace(0, 1, lg_r) if lgr_num != 1 else np.linspace(0, 1, lg_size)
 
+        # Pitch (issue 20): the conversion's frame grid (inference.pitch), a given or pre-predicted
+        # untransposed curve per voiced piece, and the transposition (auto_key).
+        grid = self._frame_grid(pieces, pad)
+        given: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if f0_curve is not None:
+            given = self._split_curve(f0_curve, grid)
+            if options.transpose != 0 or options.auto_key:
+                log.warning("an f0 curve is given: it is used as it is; the transposition (-t %s%s) is not applied "
+                            "again", options.transpose, ", --auto_key" if options.auto_key else "")
+            options = options.replace(transpose=0, auto_key=False)
+        stats = self.speaker_f0_stats(spk)
+        if options.auto_key:
+            if use_spk_mix:
+                raise SvcError("--auto_key needs one target speaker's f0 statistics; it does not work with speaker "
+                               "mixing (-usm): set -t yourself")
+            if stats is None:
+                raise SvcError(f"--auto_key needs the f0 statistics of speaker {spk!r}: this model has "
+                               f"{'none for that speaker' if self.f0_stats else 'none'} (preprocess_hubert_f0.py writes "
+                               "configs/f0_stats.json next to the config; export_model.py stores them in a model file)")
+            for i, p in enumerate(pieces):
+                if not p.silent:
+                    wav = self._padded(y_t, p, pad)
+                    given[i] = self.f0_predictor(options.f0_predictor, options.cr_threshold, f0_min=options.f0_min,
+                                                 f0_max=options.f0_max, f0_repair=options.f0_repair).compute_f0_uv(wav)
+            from inference.pitch import key_report
+
+            report = key_report(self._assemble_curve(grid, given, 0.0), stats, str(spk))
+            log.info("%s; --auto_key applies it", report.message())
+            if options.transpose != 0:
+                log.warning("--auto_key replaces -t %s by the suggested %+d semitones", options.transpose,
+                            report.suggested)
+            options = options.replace(transpose=report.suggested)
+        used: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
         out = np.zeros(total, dtype=np.float32)
         pos = 0
         frame = 0
         voiced = [p for p in pieces if not p.silent]
         bar = tqdm(total=len(voiced), unit="slice", desc="converting", disable=not progress or not voiced)
         try:
-            for p in pieces:
+            for i, p in enumerate(pieces):
                 n = p.length
                 if p.silent:
                     pos += n
                     frame += n // hop
                     continue
                 left, right = self._pad_amounts(n, pad)
-                wav = np.concatenate([np.zeros(left, np.float32), y_t[p.start:p.end], np.zeros(right, np.float32)])
+                wav = self._padded(y_t, p, pad)
                 with torch.inference_mode():
-                    audio, _, n_frames = self._infer_wav(wav, spk, options, frame=frame, spk_mix=use_spk_mix,
-                                                         keep=(left, wav.shape[0] - right))
+                    audio, _, n_frames = self._infer_wav(
+                        wav, spk, options, frame=frame, spk_mix=use_spk_mix, keep=(left, wav.shape[0] - right),
+                        f0_uv=given.get(i), on_f0=lambda f0, uv, i=i: used.__setitem__(i, (f0, uv)))
                 frame += n_frames
                 a = audio.float().cpu().numpy()
                 del audio
@@ -887,7 +970,81 @@ class Svc:
             bar.close()
         if pos != total:
             raise AssertionError(f"assembled {pos} samples, expected {total}")
+        if on_f0 is not None or (stats is not None and f0_curve is None):
+            curve = self._assemble_curve(grid, used, options.transpose)
+            if stats is not None and f0_curve is None:
+                self._report_key(curve, stats, str(spk), applied=options.auto_key)
+            if on_f0 is not None:
+                on_f0(curve)
         return out
+
+    # ------------------------------------------------------------------ pitch (issue 20)
+    def _padded(self, y_t: np.ndarray, p: _Piece, pad: int) -> np.ndarray:
+        """The padded segment of voiced piece ``p`` (float32, model rate)."""
+        left, right = self._pad_amounts(p.length, pad)
+        return np.concatenate([np.zeros(left, np.float32), y_t[p.start:p.end], np.zeros(right, np.float32)])
+
+    def _frame_grid(self, pieces: list[_Piece], pad: int) -> list[tuple[int, int, int, _Piece]]:
+        """``(first frame, frames, song sample of frame 0, piece)`` per piece on the conversion's frame
+        grid (:mod:`inference.pitch`): a silent piece has ``n // hop`` frames, a voiced one those of
+        its padded segment."""
+        hop, grid, frame = self.hop_size, [], 0
+        for p in pieces:
+            if p.silent:
+                grid.append((frame, p.length // hop, p.start, p))
+            else:
+                left, right = self._pad_amounts(p.length, pad)
+                grid.append((frame, (p.length + left + right) // hop, p.start - left, p))
+            frame += grid[-1][1]
+        return grid
+
+    def _split_curve(self, f0_curve: tuple[np.ndarray, np.ndarray], grid: list) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """A whole-song curve → the voiced pieces' parts (resampled with a warning if its length differs)."""
+        from modules.f0_file import resample_curve
+
+        f0 = np.asarray(f0_curve[0], dtype=np.float64).reshape(-1)
+        uv = np.asarray(f0_curve[1], dtype=np.float32).reshape(-1)
+        if f0.shape != uv.shape:
+            raise SvcError(f"f0 curve: {f0.size} f0 values but {uv.size} voiced flags")
+        want = grid[-1][0] + grid[-1][1] if grid else 0
+        if f0.size != want:
+            log.warning("the given f0 curve has %d frames, this conversion %d (another input, -sd, -p or -cl than "
+                        "when it was written?); resampling it", f0.size, want)
+            f0, uv = resample_curve(f0, uv, want)
+        return {i: (f0[s:s + n], uv[s:s + n]) for i, (s, n, _, p) in enumerate(grid) if not p.silent}
+
+    def _assemble_curve(self, grid: list, parts: Mapping[int, tuple[np.ndarray, np.ndarray]], transpose: float):
+        """Per-piece curves → one :class:`~inference.pitch.F0Curve` on the conversion's frame grid."""
+        from inference.pitch import F0Curve
+
+        hop, tsr = self.hop_size, self.target_sample
+        n_total = grid[-1][0] + grid[-1][1] if grid else 0
+        f0 = np.zeros(n_total)
+        uv = np.zeros(n_total, dtype=np.float32)
+        time_s = np.zeros(n_total)
+        in_piece = np.zeros(n_total, dtype=bool)
+        for i, (s, n, origin, p) in enumerate(grid):
+            pos = origin + np.arange(n) * hop  # song sample of each frame's start
+            time_s[s:s + n] = pos / tsr
+            if i in parts:
+                pf0, puv = parts[i]
+                m = min(n, len(pf0))
+                f0[s:s + m], uv[s:s + m] = pf0[:m], puv[:m]
+                in_piece[s:s + n] = (pos >= p.start) & (pos < p.end)
+        source = f0 / 2 ** (transpose / 12) if transpose else f0.copy()
+        return F0Curve(f0=f0, uv=uv, source_f0=source, time_s=time_s, in_piece=in_piece, transpose=float(transpose),
+                       hop_length=hop, sampling_rate=tsr)
+
+    def _report_key(self, curve, stats, speaker: str, *, applied: bool) -> None:
+        from inference.pitch import key_report
+        from modules.f0_stats import format_out_of_range
+
+        report = key_report(curve, stats, speaker)
+        if not applied:
+            log.info("%s (used: %+g; --auto_key applies the suggestion)", report.message(), curve.transpose)
+        warning = format_out_of_range(report.out_of_range, stats, f"speaker {speaker}")
+        if warning:
+            log.warning("%s", warning)
 
 
 # 4.1's positional parameter order after (speaker/raw path, spk, tran)

@@ -60,6 +60,7 @@ class OptionSpec:
         cli_type: the argparse ``type`` where 4.1's flag differs from the field's kind (``-t`` is
             ``int`` in 4.1, the field takes any number).
         per_input: the flag takes one value per input file (``-t 0 2``), padded with the first.
+        optional: ``None`` is a valid value (it means "4.1's behaviour", e.g. ``f0_min``).
     """
 
     kind: str
@@ -72,6 +73,7 @@ class OptionSpec:
     choices: Callable[[], list[str]] | None = None
     cli_type: type | None = None
     per_input: bool = False
+    optional: bool = False
 
     def range_text(self) -> str:
         """``[0, 1]``, ``≥ 0``, ``≤ 0``, or ``""`` (unbounded)."""
@@ -96,10 +98,11 @@ def precision_choices() -> list[str]:
 
 
 def f0_predictor_choices() -> list[str]:
-    """Valid ``f0_predictor`` values: the names in the ``modules.F0Predictor`` registry."""
+    """Valid ``f0_predictor`` values listed to users: the ``modules.F0Predictor`` registry's names
+    and its hybrid presets (any other ``hybrid:a+b`` of registry names is accepted too)."""
     from modules.F0Predictor import list_f0_predictors
 
-    return list_f0_predictors()
+    return list_f0_predictors(hybrids=True)
 
 
 def _opt(default: Any, kind: str, unit: str, label: str, help: str, flags: tuple[str, ...] = (), **spec: Any) -> Any:
@@ -178,6 +181,20 @@ class ConversionOptions:
                           "f0, sine phase, mel and loudness stay fp32", ("--precision",),
                           choices=precision_choices)
 
+    # --- pitch (issue 20); every default keeps 4.1's output
+    f0_min: float | None = _opt(None, "float", "Hz", "Lowest f0 (Hz)",
+                                "lowest f0 the predictor searches (empty = 4.1's: 50 Hz for dio/harvest/pm/crepe, "
+                                "rmvpe/fcpe unrestricted)", ("--f0_min",), minimum=1, maximum=8000, optional=True)
+    f0_max: float | None = _opt(None, "float", "Hz", "Highest f0 (Hz)",
+                                "highest f0 the predictor searches (empty = 4.1's: 1100 Hz for dio/harvest/pm/crepe, "
+                                "rmvpe/fcpe unrestricted)", ("--f0_max",), minimum=1, maximum=8000, optional=True)
+    f0_repair: bool = _opt(False, "bool", "", "Octave repair",
+                           "move short f0 segments an octave (or a fifth) off their context back (modules.f0_repair)",
+                           ("--f0_repair",))
+    auto_key: bool = _opt(False, "bool", "", "Automatic key",
+                          "transpose by the suggested key (source's median f0 onto the speaker's, from the model's "
+                          "f0 statistics) instead of -t", ("--auto_key",))
+
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
         specs = self.fields_meta()
@@ -185,6 +202,9 @@ class ConversionOptions:
             value = _check_value(name, spec, getattr(self, name))
             if value is not getattr(self, name):
                 object.__setattr__(self, name, value)
+        if self.f0_min is not None and self.f0_max is not None and self.f0_min >= self.f0_max:
+            raise _bad("f0_min", specs["f0_min"], f"must be below f0_max (--f0_max): f0_min = {_num(self.f0_min)} Hz, "
+                       f"f0_max = {_num(self.f0_max)} Hz")
         if self.clip_seconds > 0 and self.lg_num > self.clip_seconds:
             raise _bad("lg_num", specs["lg_num"], f"must be in [0, clip_seconds = {self.clip_seconds}] s (the "
                        f"crossfade cannot be longer than the clip length), got {self.lg_num}")
@@ -264,13 +284,15 @@ def _where(name: str, spec: OptionSpec) -> str:
 
 def _check_value(name: str, spec: OptionSpec, value: Any, source: str | None = None) -> Any:
     """Type and range check of one value; returns it (ints given as numpy ints become ints)."""
+    if value is None and spec.optional:
+        return None
     if spec.kind == "bool":
         if not isinstance(value, bool):
             raise _bad(name, spec, f"must be true or false, got {value!r}", source)
         return value
     if spec.kind == "choice":
         valid = ConversionOptions.choices(name)
-        if value not in valid:
+        if value not in valid and not _other_valid_choice(name, value):
             raise _bad(name, spec, f"must be one of {', '.join(valid)}, got {value!r}", source)
         return value
     if isinstance(value, bool) or not _is_number(value):
@@ -287,6 +309,19 @@ def _check_value(name: str, spec: OptionSpec, value: Any, source: str | None = N
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise _bad(name, spec, f"must be in {spec.range_text()}{_unit(spec)}, got {value!r}", source)
     return value
+
+
+def _other_valid_choice(name: str, value: Any) -> bool:
+    """A value outside the listed choices that is still valid: any ``hybrid:a+b[+c...]`` of registry names."""
+    if name != "f0_predictor" or not isinstance(value, str):
+        return False
+    from modules.F0Predictor import check_f0_predictor_name
+
+    try:
+        check_f0_predictor_name(value)
+    except SvcError:
+        return False
+    return True
 
 
 def _unit(spec: OptionSpec) -> str:
@@ -321,6 +356,8 @@ def _coerce(name: str, spec: OptionSpec, value: Any, source: str) -> Any:
             raise _bad(name, spec, f"is empty; choose one of {', '.join(ConversionOptions.choices(name))}", source)
         return str(value)
     if value is None or (isinstance(value, str) and not value.strip()):
+        if spec.optional:
+            return None
         raise _bad(name, spec, f"is empty; enter a number (default {ConversionOptions.default(name)})", source)
     if isinstance(value, str):
         try:

@@ -64,7 +64,7 @@ def model_speakers(model_path: str, config_path: str = "") -> list[str]:
 def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], speakers: list[str],
             f0_names: list[str], methods: list[str]) -> list:
     def row(label: str, element) -> list:
-        return [sg.Text(label, size=(24, 1)), element]
+        return [sg.Text(label, size=(24, 1)), *(element if isinstance(element, list) else [element])]
 
     def slider(key: str, lo: float, hi: float, step: float) -> Any:
         return sg.Slider(range=(lo, hi), default_value=getattr(s, key), resolution=step, orientation="h",
@@ -96,6 +96,12 @@ def _layout(sg, s: RealtimeSettings, inputs: list[str], outputs: list[str], spea
         row("Cluster / retrieval ratio", slider("cluster_ratio", 0, 1, 0.01)),
         row("Transpose (semitones)", slider("transpose", -24, 24, 1)),
         row("Noise scale", slider("noise_scale", 0, 1, 0.01)),
+        row("F0 range (Hz, blank = 4.1)", [sg.Input("" if s.f0_min is None else s.f0_min, key="f0_min", size=(8, 1)),
+                                           sg.Text("to"),
+                                           sg.Input("" if s.f0_max is None else s.f0_max, key="f0_max", size=(8, 1)),
+                                           sg.Checkbox("Octave repair", default=s.f0_repair, key="f0_repair",
+                                                       enable_events=True)]),
+        [sg.Text("", key="pitch", size=(70, 2))],
     ])
     perf = sg.Frame("Performance", [
         row("Block (s)", slider("block_time", 0.05, 3.0, 0.01)),
@@ -162,7 +168,10 @@ class RealtimeApp:
         self.stream = None
         self._svc = None
         self._svc_key: tuple | None = None
+        self._stats_key: tuple | None = None
+        self._stats = None
         self.status(self.device_error)
+        self.show_pitch(settings.model_path, settings.config_path, settings.speaker or (speakers[0] if speakers else ""))
 
     # --- helpers ---
     def _devices(self) -> tuple[list, list]:
@@ -182,6 +191,15 @@ class RealtimeApp:
     def status(self, text: str) -> None:
         self.window["status"].update(text)
 
+    def show_pitch(self, model_path: str, config_path: str, speaker: str, source_median_hz: float | None = None) -> None:
+        """The speaker's f0 range and suggested key (from the model's f0 statistics) as text."""
+        from inference.pitch import model_f0_stats, speaker_key_text
+
+        key = (model_path, config_path)
+        if key != self._stats_key:
+            self._stats, self._stats_key = model_f0_stats(model_path, config_path or None), key
+        self.window["pitch"].update(speaker_key_text(self._stats, speaker, source_median_hz) if speaker else "")
+
     def settings_from_values(self, values: dict) -> RealtimeSettings:
         """The window's values → settings (types as the dataclass; numbers typed into text boxes checked)."""
         data = self.settings.to_dict()
@@ -189,6 +207,11 @@ class RealtimeApp:
             if key not in _FIELD_TYPES or value is None:
                 continue
             kind = _FIELD_TYPES[key]
+            if "None" in str(kind):  # optional numbers (f0_min / f0_max): blank = None
+                kind = "float"
+                if str(value).strip() == "":
+                    data[key] = None
+                    continue
             try:
                 data[key] = {"int": lambda v: int(float(v)), "float": float, "bool": bool}.get(kind, str)(value)
             except ValueError:
@@ -253,6 +276,9 @@ class RealtimeApp:
                     return
                 self.window["latency"].update(f"≈ {ms:.0f} ms algorithmic (at Start)")
             return
+        s = self.settings
+        self.show_pitch(s.model_path, s.config_path, s.speaker or self.window["speaker"].get(),
+                        conv.engine.input_median_hz())
         device = stream.device_latency if stream is not None else 0.0
         self.window["latency"].update(f"{1000 * conv.latency_seconds:.0f} ms algorithmic + {1000 * device:.0f} ms "
                                       "device")
@@ -307,6 +333,9 @@ class RealtimeApp:
         elif event in ("model_path", "config_path"):
             speakers = model_speakers(values["model_path"], values["config_path"])
             self.window["speaker"].update(values=speakers, value=speakers[0] if speakers else "")
+            self.show_pitch(values["model_path"], values["config_path"], speakers[0] if speakers else "")
+        elif event == "speaker":
+            self.show_pitch(values["model_path"], values["config_path"], values["speaker"])
         elif event == "enhancer" and values["enhancer"]:
             self.window["use_diffusion"].update(False)   # mutually exclusive, as 4.1
         elif event == "use_diffusion" and values["use_diffusion"]:
@@ -319,7 +348,8 @@ class RealtimeApp:
         """Show ``s`` in the window."""
         for key, value in s.to_dict().items():
             if key in self.window.key_dict:
-                self.window[key].update(value=str(value) if key == "sample_rate" else value)
+                self.window[key].update(value=str(value) if key == "sample_rate" else
+                                        "" if value is None and key in ("f0_min", "f0_max") else value)
         self.settings = s
 
     def run(self) -> None:

@@ -39,7 +39,8 @@ app = RealtimeApp(RealtimeSettings(model_path=model, threshold=-50, block_time=0
 event, values = app.read(50)
 report = {"threshold": values["threshold"], "block_time": values["block_time"],
           "f0_predictor": values["f0_predictor"], "speakers": list(app.window["speaker"].Values),
-          "speaker": values["speaker"], "title": app.window.Title, "device_status": app.window["status"].get()}
+          "speaker": values["speaker"], "title": app.window.Title, "device_status": app.window["status"].get(),
+          "pitch": app.window["pitch"].get()}
 app.window["transpose"].update(7)
 app.window["noise_scale"].update(0.25)
 app.window.write_event_value("save", None)
@@ -101,6 +102,7 @@ app.window["transpose"].update(3)
 app.window.write_event_value("transpose", 3)
 app.step(200)
 report["live_transpose"] = app.converter.engine.settings.transpose
+report["run_pitch"] = app.window["pitch"].get()
 app.window.write_event_value("stop", None)
 app.step(200)
 report["stopped"] = app.stream is None and app.window["status"].get()
@@ -121,7 +123,11 @@ def display():
 
 
 def test_window_opens_reads_saves_and_closes(display, tmp_path):
+    from modules.f0_stats import SpeakerF0Stats, save_f0_stats
+
     models = build_tiny_models(tmp_path)
+    alto = SpeakerF0Stats(frames=100, voiced_seconds=1.2, median_hz=110.0, p5_hz=95.0, p95_hz=130.0)
+    save_f0_stats(models.config.parent / "f0_stats.json", {"alto": alto})
     settings_path = tmp_path / "gui_settings.json"
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(models.g), str(settings_path)], cwd=ROOT,
                        env=subprocess_env(display, SVC_PRETRAIN_DIR=str(models.pretrain)), capture_output=True,
@@ -144,6 +150,9 @@ def test_window_opens_reads_saves_and_closes(display, tmp_path):
     n_blocks, block, channels, peak = report["played"]
     assert (n_blocks, block, channels) == (3, 26 * 512, 2) and peak > 1e-3
     assert report["live_transpose"] == 3.0
+    # the speaker's range from the model's f0 statistics; once the 220 Hz input ran, the key
+    assert report["pitch"] == "alto: median 110 Hz, 5-95 % 95-130 Hz"
+    assert "suggested key -12 semitones (your voice: median 2" in report["run_pitch"], report["run_pitch"]
     assert report["stopped"] == "stopped"
     saved = json.loads(settings_path.read_text())
     assert saved["transpose"] == 7.0 and saved["noise_scale"] == 0.25 and saved["threshold"] == -50.0

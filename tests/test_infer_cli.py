@@ -130,7 +130,7 @@ MODEL_FLAGS_41 = {"-m", "--model_path", "-c", "--config_path", "-n", "--clean_na
                   "-cm", "--cluster_model_path", "-eh", "--enhance", "-shd", "--shallow_diffusion",
                   "-fr", "--feature_retrieval", "-dm", "--diffusion_model_path", "-dc", "--diffusion_config_path",
                   "-od", "--only_diffusion", "-d", "--device", "-wf", "--wav_format"}
-OURS = {"-h", "--help", "--half", "--spk_mix_file", "--threads"}
+OURS = {"-h", "--help", "--half", "--spk_mix_file", "--threads", "--f0_out", "--f0_file"}
 
 
 def test_help_lists_exactly_the_option_fields_plus_the_41_flags(capsys):

@@ -63,7 +63,8 @@ def test_every_numeric_field_is_covered_by_a_range_case():
 
 @pytest.mark.parametrize("name", [n for n, s in SPECS.items() if s.kind in ("float", "int")])
 def test_non_numbers_and_nan_are_rejected(name):
-    for bad in ("3", None, True, math.nan, math.inf):
+    # None is valid only for optional fields (f0_min / f0_max: "4.1's range")
+    for bad in ("3", True, math.nan, math.inf) + (() if SPECS[name].optional else (None,)):
         with pytest.raises(OptionError, match=name):
             ConversionOptions(**{name: bad})
 
@@ -77,7 +78,7 @@ def test_bools_must_be_bools(name):
 def test_f0_predictor_checked_against_the_registry():
     from modules.F0Predictor import list_f0_predictors
 
-    assert ConversionOptions.choices("f0_predictor") == list_f0_predictors()
+    assert ConversionOptions.choices("f0_predictor") == list_f0_predictors(hybrids=True)
     for name in list_f0_predictors():
         assert ConversionOptions(f0_predictor=name).f0_predictor == name
     with pytest.raises(OptionError, match=r"f0_predictor \(-f0p/--f0_predictor\) must be one of .*rmvpe.*'yin'"):

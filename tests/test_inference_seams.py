@@ -161,7 +161,8 @@ def test_realtime_settings_take_shared_ranges_from_conversion_options():
     fields = {f.name: f for f in dataclasses.fields(RealtimeSettings)}
     kinds = {"float": "float", "int": "int", "bool": "bool", "choice": "str"}
     for name, option in SHARED_OPTIONS.items():  # same JSON type as the option's kind
-        assert fields[name].type == kinds[ConversionOptions.spec(option).kind], name
+        spec = ConversionOptions.spec(option)
+        assert fields[name].type == kinds[spec.kind] + (" | None" if spec.optional else ""), name
     spec = ConversionOptions.spec("transpose")
     RealtimeSettings(transpose=spec.maximum).validate()
     with pytest.raises(ConfigError, match=r"transpose.*\[-48, 48\]"):

@@ -20,6 +20,7 @@ import gradio as gr
 from inference.options import ConversionOptions
 from modules.errors import SvcError
 from webui import callbacks as cb
+from webui import pitch as pt
 from webui import scores as sc
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,28 @@ def on_unload(svc):
     return None, gr.update(choices=[], value=None), msg
 
 
-def _convert(svc, audio, speaker, values: dict[str, Any], results_dir, progress, on_slice_done=None):
+def _conversion(svc, audio, speaker, values: dict[str, Any], results_dir, progress, on_slice_done=None,
+                f0_file=None) -> cb.Conversion:
     options, output_format = cb.settings_from_ui(values)
+    curve = pt.read_curve(svc, f0_file)  # bad rows are named before converting
     progress(0, desc="Reading audio")
-    result = cb.convert_file(svc, audio, speaker, options, output_format=output_format, results_dir=results_dir,
-                             on_start=lambda s: progress(0, desc=f"Converting {s:.1f} s of audio"),
-                             on_slice_done=on_slice_done)
+    return cb.convert_file(svc, audio, speaker, options, output_format=output_format, results_dir=results_dir,
+                           on_start=lambda s: progress(0, desc=f"Converting {s:.1f} s of audio"),
+                           on_slice_done=on_slice_done, f0_curve=curve)
+
+
+def _convert(svc, audio, speaker, values: dict[str, Any], results_dir, progress, on_slice_done=None):
+    result = _conversion(svc, audio, speaker, values, results_dir, progress, on_slice_done)
     return result.message, str(result.path), str(result.path)
+
+
+def _convert_with_pitch(svc, audio, speaker, values: dict[str, Any], results_dir, progress, on_slice_done=None,
+                        f0_file=None):
+    """:func:`_convert` plus the pitch panel's outputs (plot, text, F0 CSV, suggested key; webui.pitch)."""
+    result = _conversion(svc, audio, speaker, values, results_dir, progress, on_slice_done, f0_file)
+    panel = pt.pitch_panel(svc, result.f0, speaker, result.path)
+    return (result.message, str(result.path), str(result.path), panel.image, panel.markdown,
+            str(panel.csv_path) if panel.csv_path else None, panel.suggested)
 
 
 def _mix_append(new_files, current):
@@ -184,6 +200,23 @@ def _conversion_panel() -> SimpleNamespace:
             ui.output_audio = gr.Audio(label="Output audio", type="filepath", interactive=False,
                                        elem_id="output_audio")
     ui.result = _result_panel()
+    ui.pitch = _pitch_panel()
+    return ui
+
+
+def _pitch_panel() -> SimpleNamespace:
+    """F0 of the last conversion, key suggestion, F0 CSV download / upload (``webui.pitch``)."""
+    ui = SimpleNamespace()
+    with gr.Accordion("Pitch: f0 curve, suggested key, F0 file", open=True):
+        ui.image = gr.Image(label="f0: source, used, speaker's range", type="numpy", interactive=False,
+                            elem_id="pitch_plot")
+        ui.text = gr.Markdown(elem_id="pitch_text")
+        ui.suggested = gr.State(None)
+        with gr.Row():
+            ui.apply = gr.Button("Apply suggested key", elem_id="pitch_apply")
+            ui.download = _file("F0 curve used (CSV)", "pitch_csv", interactive=False)
+            ui.upload = _file("F0 file to use instead of predicting (CSV; not transposed again)", "pitch_upload",
+                              file_types=[".csv"])
     return ui
 
 
@@ -298,12 +331,16 @@ def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
         def on_convert(data: dict, progress=gr.Progress(track_tqdm=True)):
             # Inputs come as a set, so Gradio passes {component: value}.
             values = {name: data[c] for name, c in controls.items()}
-            return _convert(data[svc_state], data[conv.input_audio], data[model.speaker], values, results_dir,
-                            progress, on_slice_done)
+            return _convert_with_pitch(data[svc_state], data[conv.input_audio], data[model.speaker], values,
+                                       results_dir, progress, on_slice_done, data[conv.pitch.upload])
 
-        converted = conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, *controls.values()},
-                                           [conv.status, conv.output_audio, conv.output_file],
+        converted = conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, conv.pitch.upload,
+                                                        *controls.values()},
+                                           [conv.status, conv.output_audio, conv.output_file, conv.pitch.image,
+                                            conv.pitch.text, conv.pitch.download, conv.pitch.suggested],
                                            concurrency_id=MODEL_QUEUE)
+        conv.pitch.apply.click(shown(lambda k: (pt.apply_suggestion(k), False)), conv.pitch.suggested,
+                               [controls["transpose"], controls["auto_key"]])
         scorer = sc.ConversionScorer()  # score models load on first use, once per page
 
         @shown
@@ -350,6 +387,8 @@ def _setting_control(name: str) -> gr.components.Component:
     if spec.kind == "choice":
         return gr.Dropdown(choices=ConversionOptions.choices(name), **common)
     lo, hi = spec.minimum, spec.maximum
+    if spec.optional:  # the browser sends an emptied box as 0, which means "not set" here
+        lo, common["info"] = 0, info + "; empty or 0 = 4.1's"
     if spec.kind == "int" and lo is not None and hi is not None and hi - lo <= SLIDER_MAX_STEPS:
         return gr.Slider(minimum=lo, maximum=hi, step=1, **common)
     return gr.Number(minimum=lo, maximum=hi, **common)

@@ -47,9 +47,9 @@ MIX_MODE_LABELS = {"convex": "Convex (softmax of rate/100, 4.1 mode 0)",
 # The page's settings are ConversionOptions fields (labels, ranges, help and checks come from
 # their metadata) in the order of 4.1's two columns, plus the output format.
 SETTINGS_LEFT = ("auto_predict_f0", "f0_predictor", "transpose", "cluster_infer_ratio", "slice_db", "output_format",
-                 "noice_scale", "k_step")
+                 "noice_scale", "k_step", "auto_key", "f0_repair")
 SETTINGS_RIGHT = ("pad_seconds", "clip_seconds", "lg_num", "lgr_num", "enhancer_adaptive_key", "cr_threshold",
-                  "loudness_envelope_adjustment", "second_encoding", "precision")
+                  "loudness_envelope_adjustment", "second_encoding", "precision", "f0_min", "f0_max")
 OUTPUT_FORMAT_LABEL = "Output format"
 DEFAULT_OUTPUT_FORMAT = "wav"
 # 4.1's web UI imposed the input's loudness envelope (0); its CLI keeps the output's (1). A web-UI
@@ -74,10 +74,17 @@ def check_output_format(output_format: Any) -> str:
     return str(output_format)
 
 
+#: optional number settings (None = 4.1's behaviour): their boxes start empty and take 0 as empty
+OPTIONAL_NUMBERS = {n for n, s in ConversionOptions.fields_meta().items() if s.optional}
+
+
 def settings_from_ui(values: Mapping[str, Any]) -> tuple[ConversionOptions, str]:
     """The page's control values → ``(options, output format)``; a bad value raises naming its label."""
     values = dict(values)
     output_format = check_output_format(values.pop("output_format", DEFAULT_OUTPUT_FORMAT))
+    for name in OPTIONAL_NUMBERS & set(values):  # an emptied number box arrives as 0: "not set"
+        if values[name] in (0, "0"):
+            values[name] = None
     try:
         options = ConversionOptions.from_mapping(values, source="web UI", base=web_defaults())
     except OptionError as e:
@@ -325,18 +332,21 @@ class Conversion:
     seconds: float          # audio length (s)
     elapsed: float          # wall time of the conversion (s)
     message: str
+    f0: Any = None          # the inference.pitch.F0Curve the conversion used
 
 
 def convert_file(svc: Any, audio_path: str | os.PathLike | None, speaker: str | None,
                  options: ConversionOptions | None = None, *, output_format: str = DEFAULT_OUTPUT_FORMAT,
                  results_dir: str | os.PathLike = RESULTS_DIR,
                  on_start: Callable[[float], None] | None = None,
-                 on_slice_done: Callable[[], None] | None = None) -> Conversion:
+                 on_slice_done: Callable[[], None] | None = None,
+                 f0_curve: tuple[Any, Any] | None = None) -> Conversion:
     """Convert an uploaded file (any soundfile format, mono or stereo, any rate) for ``speaker``
     and write it under ``results_dir`` with 4.1's web-UI name (an existing file is kept: the new
     one gets a numeric suffix). ``options`` default to :func:`web_defaults`. ``on_start(duration_s)``
     is called once the audio is read (the app uses it for its progress display); ``on_slice_done``
-    goes to :meth:`Svc.convert` (the script's runtime hook)."""
+    goes to :meth:`Svc.convert` (the script's runtime hook), and so does ``f0_curve`` (an uploaded
+    F0 file's curve, used instead of predicting). The result holds the f0 curve used."""
     options = web_defaults() if options is None else options
     output_format = check_output_format(output_format)
     if svc is None or getattr(svc, "hubert_model", None) is None:
@@ -355,7 +365,8 @@ def convert_file(svc: Any, audio_path: str | os.PathLike | None, speaker: str | 
     if on_start is not None:
         on_start(seconds)
     t0 = time.perf_counter()
-    audio = svc.convert(y, sr, speaker, options, on_slice_done=on_slice_done)
+    used = []
+    audio = svc.convert(y, sr, speaker, options, on_slice_done=on_slice_done, f0_curve=f0_curve, on_f0=used.append)
     elapsed = time.perf_counter() - t0
     out = unique_path(Path(results_dir) / output_file_name(
         Path(audio_path).stem, speaker=speaker, tran=options.transpose, auto_predict_f0=options.auto_predict_f0,
@@ -367,7 +378,7 @@ def convert_file(svc: Any, audio_path: str | os.PathLike | None, speaker: str | 
     msg = (f"Success: {seconds:.2f} s of audio converted to '{speaker}' in {elapsed:.2f} s "
            f"(real-time factor {elapsed / max(seconds, 1e-9):.2f}). Saved as {out}")
     log.info(msg)
-    return Conversion(out, seconds, elapsed, msg)
+    return Conversion(out, seconds, elapsed, msg, used[0] if used else None)
 
 
 # --- static model mixing -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ The synthesis itself is the synthesizer's stages (``embed`` → ``predict_f0`` �
 
 from __future__ import annotations
 
+import collections
 import logging
 from pathlib import Path
 
@@ -40,6 +41,7 @@ __all__ = ["GATE_DILATION", "SEED", "RealtimeEngine", "SinePhase", "decoder_radi
 
 GATE_DILATION = 8            # 4.1: max_pool1d(kernel 8, stride 1, padding 4) over the gate mask
 SEED = 52468                 # the synthesizer's seed (4.1); also seeds ε and the sine phases here
+INPUT_PITCH_SECONDS = 30.0   # input f0 kept for the GUI's key suggestion (s of voiced frames)
 
 
 def load_svc(settings: RealtimeSettings):
@@ -166,6 +168,8 @@ class RealtimeEngine(BlockProcessor):
         self.unit_dim = int(net.ssl_dim)
         self.inter = int(net.enc_p.out_channels)
         self._noise_gen = torch.Generator().manual_seed(SEED)
+        # the input's recent voiced f0 (Hz), for the key suggestion the GUI shows
+        self._input_f0: collections.deque = collections.deque(maxlen=int(INPUT_PITCH_SECONDS * sr / hop))
         self.apply_live_settings()
         self.reset()
 
@@ -182,7 +186,7 @@ class RealtimeEngine(BlockProcessor):
         if s.cluster_ratio and svc.cluster_model is None:
             raise SvcError(f"cluster/retrieval ratio {s.cluster_ratio} needs the k-means / index file; "
                            f"{svc.cluster_model_path or 'none'} was not found (or set the ratio to 0)")
-        svc.f0_predictor(s.f0_predictor, s.f0_threshold)  # load once now, not inside a block
+        self._f0_predictor(s)  # load once now, not inside a block
         # as 4.1: a speedup larger than k_step falls back to k_step // 4
         self.diffusion_speedup = s.diffusion_speedup if s.diffusion_speedup <= s.k_step else max(1, s.k_step // 4)
         self.settings = s
@@ -248,6 +252,16 @@ class RealtimeEngine(BlockProcessor):
         self.eps[:, :T - k] = self.eps[:, k:].clone()
         self.eps[:, T - k:] = torch.randn(self.inter, k, generator=self._noise_gen).to(self.dev)
 
+    def input_median_hz(self) -> float | None:
+        """Median f0 (Hz) of the input's voiced frames over the last ``INPUT_PITCH_SECONDS`` of
+        converted audio (before transposition); None before any voiced frame."""
+        return float(np.median(np.fromiter(self._input_f0, float))) if self._input_f0 else None
+
+    def _f0_predictor(self, s):
+        """The Svc's predictor for the settings' name, threshold, range and repair (cached by the Svc)."""
+        return self.svc.f0_predictor(s.f0_predictor, s.f0_threshold, f0_min=s.f0_min, f0_max=s.f0_max,
+                                     f0_repair=s.f0_repair)
+
     def _update_features(self, refresh: int, f0_refresh: int, context: int) -> None:
         """Units of the last ``refresh`` frames and f0 / uv of the last ``f0_refresh`` frames (≤ refresh),
         from audio with ``context`` more frames."""
@@ -255,11 +269,12 @@ class RealtimeEngine(BlockProcessor):
         T = self.buffer_frames
         w0 = T - refresh - context
         wav = self.buffer[w0 * hop:]
-        f0, uv = svc.f0_predictor(s.f0_predictor, s.f0_threshold).compute_f0_uv(wav)
+        f0, uv = self._f0_predictor(s).compute_f0_uv(wav)
         f0 = _fit_frames(np.asarray(f0, np.float32), T - w0)
         uv = _fit_frames(np.asarray(uv, np.float32), T - w0)
         self.f0[T - f0_refresh:] = f0[-f0_refresh:]
         self.uv[T - f0_refresh:] = uv[-f0_refresh:]
+        self._input_f0.extend(f0[-f0_refresh:][(uv[-f0_refresh:] > 0.5) & (f0[-f0_refresh:] > 0)].tolist())
         with torch.inference_mode():
             c = svc.units(torch.from_numpy(wav).to(self.dev), T - w0, self.precision)[:, -refresh:]
             if s.cluster_ratio and svc.cluster_model is not None:

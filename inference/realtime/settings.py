@@ -32,6 +32,9 @@ SHARED_OPTIONS = {
     "k_step": "k_step",
     "second_encoding": "second_encoding",
     "precision": "precision",
+    "f0_min": "f0_min",
+    "f0_max": "f0_max",
+    "f0_repair": "f0_repair",
 }
 _KIND_TYPE = {"float": "float", "int": "int", "bool": "bool", "choice": "str"}  # OptionSpec.kind → JSON type
 
@@ -87,10 +90,13 @@ class RealtimeSettings:
     feature_context: float = 1.0        # s of left context for f0 / units of new frames
     incremental: bool = True            # False: recompute f0 / units of the whole buffer (4.1)
     precision: str = "fp32"             # fp32, bf16, fp16, auto (ConversionOptions.precision); at Start
+    f0_min: float | None = None         # live; Hz, None = 4.1's range (issue 20)
+    f0_max: float | None = None         # live
+    f0_repair: bool = False             # live; octave repair (sees one block and its context)
 
     LIVE = ("speaker", "threshold", "cluster_ratio", "transpose", "noise_scale", "f0_predictor", "f0_threshold",
             "auto_f0", "skip_safe_zone", "enhancer_adaptive_key", "k_step", "diffusion_speedup",
-            "diffusion_method", "second_encoding")
+            "diffusion_method", "second_encoding", "f0_min", "f0_max", "f0_repair")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # 5 → 5.0 for float fields; wrong types are errors
@@ -136,6 +142,10 @@ class RealtimeSettings:
                 ConversionOptions.from_mapping({option: getattr(self, name)}, source=f"setting {name!r}")
             except OptionError as e:
                 raise ConfigError(f"{e} (realtime setting {name!r} is the conversion option {option})") from None
+        try:  # checks across fields (f0_min < f0_max)
+            self.conversion_options()
+        except OptionError as e:
+            raise ConfigError(str(e)) from None
         return self
 
     def conversion_options(self) -> ConversionOptions:
@@ -169,12 +179,17 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RealtimeSettings)}
 def _type_of(f: dataclasses.Field) -> str:
     """JSON type of a setting: a shared knob's comes from its ConversionOptions field."""
     if f.name in SHARED_OPTIONS:
-        return _KIND_TYPE[ConversionOptions.spec(SHARED_OPTIONS[f.name]).kind]
+        spec = ConversionOptions.spec(SHARED_OPTIONS[f.name])
+        return ("optional " if spec.optional else "") + _KIND_TYPE[spec.kind]
     return getattr(f.type, "__name__", f.type)
 
 
 def _coerce(name: str, value: Any, type_name: Any, source: str) -> Any:
     type_name = getattr(type_name, "__name__", type_name)
+    if isinstance(type_name, str) and type_name.startswith("optional "):
+        if value is None:
+            return None
+        type_name = type_name[len("optional "):]
     ok = {"str": isinstance(value, str), "bool": isinstance(value, bool),
           "int": isinstance(value, int) and not isinstance(value, bool)
           or isinstance(value, float) and value.is_integer(),
