@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from preprocessing.features import ArtifactPaths, ExtractSettings, F0_THRESHOLD
+from preprocessing.features import ArtifactPaths, ExtractSettings, F0_THRESHOLD, _exists
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +241,6 @@ def random_encoder_evidence(wavs: Iterable[str | os.PathLike], speech_encoder: s
 def _fields(paths: ArtifactPaths, settings: ExtractSettings) -> list[tuple[str, Path]]:
     wanted = set(settings.wanted(paths))
     return [(name, p) for name, p in vars(paths).items() if name != "wav" and p in wanted]
-
-
-def _exists(p: Path) -> bool:
-    try:
-        return p.stat().st_size > 0
-    except OSError:
-        return False
 
 
 # --- the plan of one run ---------------------------------------------------------------------------------
