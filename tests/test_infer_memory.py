@@ -155,6 +155,8 @@ def test_library_code_never_applies_the_runtime_profile():
         rel = path.relative_to(ROOT)
         if rel.parts[0] in ("tests", "bench", ".venv", "scripts") or rel == Path("modules/runtime.py"):
             continue
+        if rel == Path("cluster/train_cluster.py"):
+            continue  # a script (4.1 keeps it in cluster/), so its main() may apply the profile
         text = path.read_text(encoding="utf-8")
         if "malloc_trim" in text or "mallopt" in text:
             offenders.append(f"{rel}: malloc tuning")
