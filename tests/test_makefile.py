@@ -39,7 +39,10 @@ def _age(path: Path, seconds: float) -> None:
 
 
 def _dry_run(clone: Path, target: str) -> list[str]:
-    proc = subprocess.run(["make", "-n", target], cwd=clone, capture_output=True, text=True, check=True)
+    # Under `make test` the variables of the outer make would turn this into a sub-make that
+    # prints "Entering directory" lines; run it as a user's top-level make instead.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    proc = subprocess.run(["make", "-n", target], cwd=clone, capture_output=True, text=True, check=True, env=env)
     return [line for line in proc.stdout.splitlines() if line.strip()]
 
 
