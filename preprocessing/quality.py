@@ -438,31 +438,13 @@ def _dup(path: str, original: str, how: str) -> Problem:
 def list_audio(in_dir: str | os.PathLike) -> tuple[list[tuple[str, Path]], list[FileOutcome]]:
     """``[(speaker, file)]`` of ``<in_dir>/<speaker>/<file>`` with an audio extension, plus the entries
     left out with reasons (hidden files, non-audio, nested folders, loose files, preprocessing artifacts)."""
-    from modules.audio import AUDIO_EXTENSIONS
     from preprocessing.features import is_artifact_name
+    from preprocessing.resample import scan_speaker_folders
 
     root = Path(in_dir)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found (expected {root}/<speaker>/<file>.wav; set --in_dir)")
-    files: list[tuple[str, Path]] = []
-    left_out: list[FileOutcome] = []
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith(".") or not entry.is_dir():
-            left_out.append(FileOutcome(str(entry), "skipped", "hidden file or folder" if entry.name.startswith(".")
-                                        else "not inside a speaker folder"))
-            continue
-        for f in sorted(entry.iterdir(), key=lambda p: p.name):
-            if is_artifact_name(f.name):
-                continue
-            if f.name.startswith("."):
-                left_out.append(FileOutcome(str(f), "skipped", "hidden file or folder"))
-            elif f.is_dir():
-                left_out.append(FileOutcome(str(f), "skipped", "nested folder (only <speaker>/<file> is read)"))
-            elif f.suffix.lower() not in AUDIO_EXTENSIONS:
-                left_out.append(FileOutcome(str(f), "skipped", f"not an audio file ({f.suffix or 'no extension'})"))
-            else:
-                files.append((entry.name, f))
-    return files, left_out
+    return scan_speaker_folders(root, skip=is_artifact_name)
 
 
 def _job(args: tuple[str, str, QualityOptions]) -> FileStats:

@@ -24,6 +24,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -152,33 +153,23 @@ def _job(args: tuple[str, str, ResampleOptions]) -> FileOutcome:
 
 
 # --- the whole dataset --------------------------------------------------------------------------
-def plan(in_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[FileOutcome]]:
-    """List ``(source, destination)`` pairs and the entries that are left out, with reasons.
-
-    Only ``<in_dir>/<speaker>/<file>`` with an audio extension is processed; everything else
-    (hidden files such as ``.DS_Store``, text files, nested folders, loose files) is reported.
-    """
+def scan_speaker_folders(root: Path, *, skip: Callable[[str], bool] = lambda name: False,
+                         ) -> tuple[list[tuple[str, Path]], list[FileOutcome]]:
+    """``[(speaker, file)]`` for every audio file ``<root>/<speaker>/<file>`` (sorted), and what was
+    left out with the reason: hidden entries, loose files, nested folders, non-audio files. Names
+    for which ``skip`` is true are passed over silently (e.g. preprocessing artifacts)."""
     from modules.audio import AUDIO_EXTENSIONS
 
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise ConfigError(f"{in_dir}: input folder not found (expected {in_dir}/<speaker>/<file>.wav; "
-                          "set it with --in_dir)")
-    if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
-        raise ConfigError(f"--out_dir2 {out_dir} is the input folder; writing there would overwrite the raw "
-                          "recordings. Choose another output folder")
-    jobs: list[tuple[Path, Path]] = []
+    files: list[tuple[str, Path]] = []
     left_out: list[FileOutcome] = []
-    claimed: dict[Path, Path] = {}
-    for entry in sorted(in_dir.iterdir()):
-        if entry.name.startswith("."):
-            left_out.append(FileOutcome(str(entry), "skipped", "hidden file or folder"))
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith(".") or not entry.is_dir():
+            left_out.append(FileOutcome(str(entry), "skipped", "hidden file or folder" if entry.name.startswith(".")
+                                        else "not inside a speaker folder"))
             continue
-        if not entry.is_dir():
-            left_out.append(FileOutcome(str(entry), "skipped", "not inside a speaker folder"))
-            continue
-        n_audio = 0
-        for f in sorted(entry.iterdir()):
+        for f in sorted(entry.iterdir(), key=lambda p: p.name):
+            if skip(f.name):
+                continue
             if f.name.startswith("."):
                 left_out.append(FileOutcome(str(f), "skipped", "hidden file or folder"))
             elif f.is_dir():
@@ -186,17 +177,39 @@ def plan(in_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[list[tu
             elif f.suffix.lower() not in AUDIO_EXTENSIONS:
                 left_out.append(FileOutcome(str(f), "skipped", f"not an audio file ({f.suffix or 'no extension'})"))
             else:
-                n_audio += 1
-                name = f.name if f.suffix.lower() == ".wav" else f.stem + ".wav"
-                dst = out_dir / entry.name / name
-                if dst in claimed:
-                    left_out.append(FileOutcome(str(f), "failed", f"its output {dst} would overwrite the output of "
-                                                                   f"{claimed[dst]}; rename one of them"))
-                    continue
-                claimed[dst] = f
-                jobs.append((f, dst))
-        if n_audio == 0:
-            left_out.append(FileOutcome(str(entry), "skipped", "speaker folder holds no audio files"))
+                files.append((entry.name, f))
+    return files, left_out
+
+
+def plan(in_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[FileOutcome]]:
+    """List ``(source, destination)`` pairs and the entries that are left out, with reasons.
+
+    Only ``<in_dir>/<speaker>/<file>`` with an audio extension is processed; everything else
+    (hidden files such as ``.DS_Store``, text files, nested folders, loose files) is reported.
+    """
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise ConfigError(f"{in_dir}: input folder not found (expected {in_dir}/<speaker>/<file>.wav; "
+                          "set it with --in_dir)")
+    if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
+        raise ConfigError(f"--out_dir2 {out_dir} is the input folder; writing there would overwrite the raw "
+                          "recordings. Choose another output folder")
+    files, left_out = scan_speaker_folders(in_dir)
+    jobs: list[tuple[Path, Path]] = []
+    claimed: dict[Path, Path] = {}
+    for speaker, f in files:
+        name = f.name if f.suffix.lower() == ".wav" else f.stem + ".wav"
+        dst = out_dir / speaker / name
+        if dst in claimed:
+            left_out.append(FileOutcome(str(f), "failed", f"its output {dst} would overwrite the output of "
+                                                           f"{claimed[dst]}; rename one of them"))
+            continue
+        claimed[dst] = f
+        jobs.append((f, dst))
+    with_audio = {speaker for speaker, _ in files}
+    left_out += [FileOutcome(str(entry), "skipped", "speaker folder holds no audio files")
+                 for entry in sorted(in_dir.iterdir()) if entry.is_dir() and not entry.name.startswith(".")
+                 and entry.name not in with_audio]
     return jobs, left_out
 
 
