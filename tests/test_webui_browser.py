@@ -42,16 +42,20 @@ def _free_port() -> int:
 
 
 def _wait_for_server(proc: subprocess.Popen, url: str, log: Path) -> None:
+    """Until the page answers and the launch banner is in the log (Gradio prints it just after the
+    server starts answering, so the page alone is not enough: CI once read an empty log)."""
+    banner = f"Running on local URL:  {url.rstrip('/')}"
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"webUI.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
+                if r.status == 200 and banner in log.read_text():
                     return
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     raise AssertionError(f"webUI.py did not answer on {url} within {SERVER_START_TIMEOUT} s:\n"
                          f"{log.read_text()[-3000:]}")
 
@@ -64,7 +68,7 @@ def server(tmp_path):
     work.mkdir()
     port = _free_port()
     env = dict(os.environ, SVC_PRETRAIN_DIR=str(models.pretrain), GRADIO_ANALYTICS_ENABLED="False",
-               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, str(ROOT / "webUI.py"), "--port", str(port)], cwd=work, env=env,
