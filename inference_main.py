@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use these f0 curves (one per input, e.g. an edited --f0_out file) instead of predicting; "
                         "they are not transposed again (-t and --auto_key are ignored)")
     add_threads_argument(g)
+    g.add_argument("--slice_workers", type=int, default=None, metavar="N",
+                   help="convert N slices at once, each on one CPU thread (default: one per thread, i.e. --threads "
+                        "or the number of cores; 1: one slice at a time on all threads). Same audio either way; on "
+                        "a CPU, several single-threaded slices are faster (docs/bench/speed.md). Not used with "
+                        "diffusion, the enhancer or speaker mixing")
     add_arguments(p.add_argument_group("conversion options (inference.options.ConversionOptions)"))
     return p
 
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Before torch runs anything. The huge-page re-exec repeats this process's command line, so
     # only when main() runs it (argv None), not when called with other arguments.
-    profile = apply_inference_profile(threads=args.threads, interactive=False, reexec=argv is None)
+    profile = apply_inference_profile(threads=args.threads, interactive=False, reexec=argv is None,
+                                      slice_workers=args.slice_workers)
 
     from pathlib import Path
 
@@ -181,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
               nsf_hifigan_enhance=args.enhance, diffusion_model_path=args.diffusion_model_path,
               diffusion_config_path=args.diffusion_config_path, shallow_diffusion=args.shallow_diffusion,
               only_diffusion=args.only_diffusion, spk_mix_enable=options.use_spk_mix,
-              feature_retrieval=args.feature_retrieval, half=args.half)
+              feature_retrieval=args.feature_retrieval, half=args.half, mrf_chunk=profile.decoder_mrf_chunk())
     if not options.use_spk_mix:
         for spk in speakers:
             svc.speaker_id(spk)
-    convert_files(svc, job, on_slice_done=profile.on_slice_done)
+    convert_files(svc, job, on_slice_done=profile.on_slice_done, workers=profile.slice_workers,
+                  set_threads=profile.set_threads)
     return 0
 
 

@@ -7,8 +7,10 @@ is synthetic: sung phrases of 3-8 s separated by 0.4-1.5 s pauses, 44.1 kHz mono
 
 Two pipelines convert the same song with the same models:
 
-* ``ours``: ``Svc.slice_inference`` (input resampled once, slices as arrays, synthesizer with
-  weight norm folded, output preallocated, models loaded once);
+* ``ours``: ``Svc.slice_inference`` with inference_main.py's runtime profile (input resampled
+  once, slices as arrays, synthesizer with weight norm folded, output preallocated, models loaded
+  once, two slices at once on one thread each); ``ours-seq``: the same with ``--slice_workers 1``
+  (one slice at a time on both threads); ``ours-bf16``: ``--precision bf16``;
 * ``41``: the 4.1 procedure emulated on the same components (the original cannot run here: it
   needs fairseq and torchaudio): the file re-read per slice list, every padded slice written to
   an in-memory 16-bit WAV and read back, resampled per slice, RMVPE in float16 on the CPU (as
@@ -170,26 +172,28 @@ def make_legacy(svc, f0p: str):
 
 
 def child(args) -> None:
-    if args.pipeline.startswith("ours"):
-        from modules.runtime import exec_with_huge_pages
+    ours = args.pipeline.startswith("ours")
+    profile = None
+    if ours:
+        from modules.runtime import apply_inference_profile
 
-        exec_with_huge_pages()  # as inference_main.py does
+        # inference_main.py's profile: huge-page re-exec, 2 threads, memory bounds, and two slices at
+        # once on one thread each ("ours-seq": --slice_workers 1, one slice at a time on both threads)
+        profile = apply_inference_profile(threads=2, slice_workers=1 if args.pipeline == "ours-seq" else None)
     import numpy as np  # noqa: F401
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(2)  # 4.1: PyTorch's default on this 2-core machine (ours: already set)
     files = json.loads(args.files)
     os.environ["SVC_PRETRAIN_DIR"] = files["pretrain"]
     from inference.infer_tool import Svc
-    from modules import runtime
     from modules.audio import save_audio
 
-    if args.pipeline.startswith("ours"):  # as inference_main.py's profile; 4.1 had no memory bounds (glibc/oneDNN defaults)
-        runtime.bound_native_memory()
     t0 = time.perf_counter()
-    svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None)
+    svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None,
+              mrf_chunk=profile.decoder_mrf_chunk() if profile else None)
     svc.f0_predictor(args.f0, 0.05)
-    if args.pipeline == "41":
+    if args.pipeline == "41":  # 4.1 had no memory bounds (glibc/oneDNN defaults)
         make_legacy(svc, args.f0)
     load_s = time.perf_counter() - t0
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -200,10 +204,11 @@ def child(args) -> None:
     tiled = args.tiled and args.seconds == 300
     path = files["songs"][str(args.seconds) + ("tiled" if tiled else "")]
     c0, t1 = time.process_time(), time.perf_counter()
-    if args.pipeline != "41":
+    if profile is not None:
         extra = {"precision": "bf16"} if args.pipeline == "ours-bf16" else {}
         out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False,
-                                  on_slice_done=runtime.release_free_memory, **extra)
+                                  on_slice_done=profile.on_slice_done, workers=profile.slice_workers,
+                                  set_threads=profile.set_threads, **extra)
     else:
         out = legacy_slice_inference(svc, path, "a", args.f0)
     wall, cpu = time.perf_counter() - t1, time.process_time() - c0
@@ -272,13 +277,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, nargs="+", default=[60, 300], choices=[20, 60, 300],
                     help="song length (20 s: a quick profile)")
     ap.add_argument("--f0", nargs="+", default=["rmvpe", "fcpe"])
-    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "ours-bf16", "41"],
-                    help="ours-bf16: ours with --precision bf16")
+    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "ours-seq", "ours-bf16", "41"],
+                    help="ours-bf16: ours with --precision bf16; ours-seq: ours with --slice_workers 1")
     ap.add_argument("--isa", choices=["native", "avx2"], default="native",
                     help="avx2: cap oneDNN/ATen at AVX2, as on a desktop CPU (see the module docstring)")
     ap.add_argument("--tiled", action="store_true",
                     help="for 300 s use the 60 s song five times (same slices; isolates growth with length)")
     ap.add_argument("--sections", action="store_true", help="report the CPU time of each part of the pipeline")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the pipelines this many times, alternately; the summary gives medians and the "
+                         "median of the per-round ratios (each round's cases see about the same machine load)")
     ap.add_argument("--work", default=os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_infer"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pipeline", help=argparse.SUPPRESS)
@@ -297,32 +305,43 @@ def main() -> None:
     print(f"# {cpu_model()}, {os.cpu_count()} CPUs visible, torch threads 2, ISA {args.isa}; work dir {work}",
           flush=True)
     results = []
-    for seconds in args.seconds:
-        for f0 in args.f0:
-            for pipeline in args.pipelines:
-                cmd = [sys.executable, __file__, "--child", "--pipeline", pipeline, "--f0", f0, "--seconds",
-                       str(seconds), "--files", json.dumps(files), *(["--tiled"] if args.tiled else []),
-                       *(["--sections"] if args.sections else []), "--out",
-                       str(work / f"out_{pipeline}_{f0}_{seconds}{'_tiled' if args.tiled else ''}.wav")]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-                if proc.returncode or not line:
-                    print(f"{pipeline} {f0} {seconds}s failed:\n{proc.stderr[-3000:]}", flush=True)
-                    continue
-                r = json.loads(line[-1])
-                results.append(r)
-                song_name = f"{seconds}s" + (" tiled" if r["tiled"] else "")
-                if "sections_cpu_s" in r:
-                    print(f"     CPU s per part: {r['sections_cpu_s']} (conversion CPU {r['cpu_s']} s)", flush=True)
-                print(f"{pipeline:>4} {f0:>5} {song_name} {args.isa}: wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  "
-                      f"RTF {r['rtf']:.3f}  load {r['load_s']:5.1f} s  peak RSS {r['peak_rss_mb']} MB "
-                      f"(loading {r['rss_after_load_mb']} MB, converting {r['conversion_peak_rss_mb']} MB)", flush=True)
-    by = {(r["pipeline"], r["f0"], r["seconds"]): r for r in results}
-    for (p, f0, s), r in by.items():
-        if p.startswith("ours") and ("41", f0, s) in by:
-            o = by[("41", f0, s)]
-            print(f"speed-up {p} vs 4.1, {f0} {s}s: wall {o['wall_s'] / r['wall_s']:.2f}x, cpu {o['cpu_s'] / r['cpu_s']:.2f}x; "
-                  f"peak RSS {o['peak_rss_mb']} → {r['peak_rss_mb']} MB")
+    # the pipelines alternate round by round, so each round's cases see about the same machine load
+    for seconds, f0, rnd, pipeline in ((s, f, k, p) for s in args.seconds for f in args.f0
+                                       for k in range(args.rounds) for p in args.pipelines):
+        cmd = [sys.executable, __file__, "--child", "--pipeline", pipeline, "--f0", f0, "--seconds",
+               str(seconds), "--files", json.dumps(files), *(["--tiled"] if args.tiled else []),
+               *(["--sections"] if args.sections else []), "--out",
+               str(work / f"out_{pipeline}_{f0}_{seconds}{'_tiled' if args.tiled else ''}.wav")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode or not line:
+            print(f"{pipeline} {f0} {seconds}s failed:\n{proc.stderr[-3000:]}", flush=True)
+            continue
+        r = json.loads(line[-1])
+        r["round"] = rnd
+        results.append(r)
+        song_name = f"{seconds}s" + (" tiled" if r["tiled"] else "")
+        if "sections_cpu_s" in r:
+            print(f"     CPU s per part: {r['sections_cpu_s']} (conversion CPU {r['cpu_s']} s)", flush=True)
+        print(f"{pipeline:>4} {f0:>5} {song_name} {args.isa}: wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  "
+              f"RTF {r['rtf']:.3f}  load {r['load_s']:5.1f} s  peak RSS {r['peak_rss_mb']} MB "
+              f"(loading {r['rss_after_load_mb']} MB, converting {r['conversion_peak_rss_mb']} MB)", flush=True)
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["pipeline"], r["f0"], r["seconds"]), []).append(r)
+    for (p, f0, s), rs in groups.items():
+        if not p.startswith("ours") or ("41", f0, s) not in groups:
+            continue
+        base = {r["round"]: r for r in groups[("41", f0, s)]}
+        pairs = [(r, base[r["round"]]) for r in rs if r["round"] in base]
+        wall = statistics.median(r["wall_s"] / o["wall_s"] for r, o in pairs)
+        cpu = statistics.median(r["cpu_s"] / o["cpu_s"] for r, o in pairs)
+        print(f"{p} / 4.1, {f0} {s}s ({len(pairs)} rounds): time ratio wall {wall:.2f} (median of rounds), cpu {cpu:.2f}; "
+              f"median wall {statistics.median(r['wall_s'] for r, _ in pairs):.1f} s vs "
+              f"{statistics.median(o['wall_s'] for _, o in pairs):.1f} s; peak RSS max "
+              f"{max(r['peak_rss_mb'] for r, _ in pairs)} vs {max(o['peak_rss_mb'] for _, o in pairs)} MB", flush=True)
 
 
 if __name__ == "__main__":

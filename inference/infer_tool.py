@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from modules import rng
 from modules.audio import check_finite, sinc_resample
 from modules.commons import repeat_expand_2d
 from modules.errors import AudioError, CheckpointError, ConfigError, SvcError
@@ -175,6 +176,10 @@ class Svc:
         half: run the synthesizer in float16 (CUDA only; CPU always runs float32).
         encoder_path: speech-encoder weights (default ``pretrain/<published name>``).
         enhancer_path: NSF-HiFiGAN weights (default ``pretrain/nsf_hifigan/model``).
+        mrf_chunk: the decoder's residual-block chunking (``0``, a sample count or ``"auto"``;
+            see :meth:`vdecoder.hifigan.models.Generator.for_inference`). Scripts pass their
+            runtime profile's choice (``Profile.decoder_mrf_chunk()``); None decides from
+            PyTorch's current thread count and ``OMP_WAIT_POLICY``.
     """
 
     def __init__(self, net_g_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None, *,
@@ -189,7 +194,8 @@ class Svc:
                  feature_retrieval: bool = False,
                  half: bool = False,
                  encoder_path: str | os.PathLike | None = None,
-                 enhancer_path: str | os.PathLike | None = None) -> None:
+                 enhancer_path: str | os.PathLike | None = None,
+                 mrf_chunk: Any = None) -> None:
         self.net_g_path = str(net_g_path) if net_g_path is not None else None
         self.only_diffusion = bool(only_diffusion)
         self.shallow_diffusion = bool(shallow_diffusion) and not self.only_diffusion
@@ -197,6 +203,7 @@ class Svc:
         self.spk_mix_enable = bool(spk_mix_enable)
         self.dev = _resolve_device(device)
         self.half = bool(half)
+        self._mrf_chunk = mrf_chunk
         if self.half and self.dev.type != "cuda":
             raise SvcError("half precision is a GPU option; on CPU inference runs in float32 (drop --half or use -d cuda)")
         self.net_g_ms = None
@@ -319,11 +326,14 @@ class Svc:
 
     def _install(self, net, spk_mix_enable: bool) -> None:
         """Make the loaded synthesizer (on ``self.dev``) inference-ready and use it."""
-        # The inference-ready model is a new object; the decoder's residual-block chunking is decided
-        # here from the thread settings the script's runtime profile made (the decoder reads none).
+        # The inference-ready model is a new object; the decoder's residual-block chunking is the
+        # script's (its runtime profile knows the threads a slice runs on), else decided from the
+        # process's current settings (the decoder reads none).
         from vdecoder.hifigan.models import chunking_pays
 
-        chunk = "auto" if chunking_pays(torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY")) else 0
+        chunk = self._mrf_chunk
+        if chunk is None:
+            chunk = "auto" if chunking_pays(torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY")) else 0
         net = net.for_inference(dtype=torch.float16 if self.half else None, mrf_chunk=chunk)
         if spk_mix_enable:
             net.EnableCharacterMix(len(self.spk2id), self.dev)
@@ -726,7 +736,8 @@ class Svc:
     # ------------------------------------------------------------------ whole file (spec §10.3)
     def slice_inference(self, raw_audio_path: Any, spk: Any, tran: float, *args: Any, progress: bool = True,
                         sr: int | None = None, on_slice_done: Callable[[], None] | None = None,
-                        options: ConversionOptions | None = None, **option_values: Any) -> np.ndarray:
+                        options: ConversionOptions | None = None, workers: int = 1,
+                        set_threads: Callable[[int], int] | None = None, **option_values: Any) -> np.ndarray:
         """Convert a whole file → float32 audio at the model rate, as long as the input (4.1's
         signature: ``option_values`` are its keywords, e.g. ``slice_db=-40, noice_scale=0.4``;
         see :class:`~inference.options.ConversionOptions` for all of them and their units).
@@ -748,7 +759,15 @@ class Svc:
             from modules.audio import load_audio
 
             y, in_sr = load_audio(raw_audio_path)
-        return self.convert(y, in_sr, spk, opts, progress=progress, on_slice_done=on_slice_done)
+        return self.convert(y, in_sr, spk, opts, progress=progress, on_slice_done=on_slice_done, workers=workers,
+                            set_threads=set_threads)
+
+    def parallel_slices_possible(self, options: ConversionOptions) -> bool:
+        """Whether slices can be converted on several threads with the same audio as one at a
+        time: on the CPU, without diffusion, enhancer or speaker mixing (those draw from, or
+        leave their state in, PyTorch's global generator across slices, as in 4.1)."""
+        return (self.dev.type == "cpu" and not self.shallow_diffusion and not self.only_diffusion
+                and self.enhancer is None and not options.use_spk_mix)
 
     def check_options(self, speaker: Any, options: ConversionOptions) -> None:
         """Reject options this loaded model cannot honour (the values themselves were checked by
@@ -769,7 +788,8 @@ class Svc:
     def convert(self, audio: np.ndarray | torch.Tensor, sr: int, speaker: Any, options: ConversionOptions, *,
                 progress: bool = True, on_slice_done: Callable[[], None] | None = None,
                 f0_curve: tuple[np.ndarray, np.ndarray] | None = None,
-                on_f0: Callable[[Any], None] | None = None) -> np.ndarray:
+                on_f0: Callable[[Any], None] | None = None, workers: int = 1,
+                set_threads: Callable[[int], int] | None = None) -> np.ndarray:
         """Convert a whole recording: the one offline conversion path.
 
         Args:
@@ -785,6 +805,15 @@ class Svc:
                 instead of predicting: not transposed again (``transpose`` / ``auto_key`` are
                 ignored with a warning); another length is resampled with a warning.
             on_f0: called once at the end with the :class:`~inference.pitch.F0Curve` that was used.
+            workers: voiced slices converted at the same time, each on its own thread with one
+                PyTorch intra-op thread (CPU only; see :func:`parallel_slices_possible`). The
+                audio is the same as one at a time up to float rounding: every slice draws its
+                random numbers from its own generator seeded as 4.1 seeds the global one
+                (:mod:`modules.rng`). Needs ``set_threads``.
+            set_threads: the script's hook that sets PyTorch's intra-op threads for the whole
+                process and returns the previous number (``modules.runtime.Profile.set_threads``):
+                called with 1 before the parallel slices and with the previous value after. The
+                library never changes threads itself, so without it ``workers`` is ignored.
         Returns:
             float32 ``[ceil(L · model_sr / sr)]`` at the model rate, as long as the input.
         """
@@ -796,7 +825,7 @@ class Svc:
             raise AudioError("input audio holds no samples")
         check_finite(y, "input audio")
         return self._slice_convert(y, int(sr), speaker, options, progress=progress, on_slice_done=on_slice_done,
-                                   f0_curve=f0_curve, on_f0=on_f0)
+                                   f0_curve=f0_curve, on_f0=on_f0, workers=workers, set_threads=set_threads)
     def plan(self, y_t_len: int, chunks: list[Chunk], *, clip_size: int, lg_size: int,
              max_chunk: int, y_t: np.ndarray | None = None) -> tuple[list[_Piece], int]:
         """Pieces to convert, in order, and the number of chunks (model-rate samples)."""
@@ -831,7 +860,8 @@ class Svc:
 
     def _slice_convert(self, y: np.ndarray, in_sr: int, spk: Any, options: ConversionOptions, *, progress: bool,
                        on_slice_done: Callable[[], None] | None, f0_curve: tuple[np.ndarray, np.ndarray] | None = None,
-                       on_f0: Callable[[Any], None] | None = None) -> np.ndarray:
+                       on_f0: Callable[[Any], None] | None = None, workers: int = 1,
+                       set_threads: Callable[[int], int] | None = None) -> np.ndarray:
         from tqdm import tqdm
 
         if options.use_spk_mix and len(self.spk2id) == 1:
@@ -929,26 +959,62 @@ class Svc:
         pos = 0
         frame = 0
         voiced = [p for p in pieces if not p.silent]
+        n_workers = min(int(workers), len(voiced))
+        parallel = n_workers > 1 and self.parallel_slices_possible(options) and set_threads is not None
+        if workers > 1 and not parallel and len(voiced) > 1:
+            log.debug("slices are converted one at a time (%s)", "no thread hook" if set_threads is None else
+                      "diffusion, enhancer, speaker mixing or a GPU need the global random generator")
+
+        def convert_piece(i: int, p: _Piece, frame: int) -> tuple[np.ndarray, int]:
+            """Voiced piece ``p`` → (its ``p.length`` output samples, its frame count)."""
+            left, right = self._pad_amounts(p.length, pad)
+            wav = self._padded(y_t, p, pad)
+            with torch.inference_mode():
+                audio, _, n_frames = self._infer_wav(
+                    wav, spk, options, frame=frame, spk_mix=use_spk_mix, keep=(left, wav.shape[0] - right),
+                    f0_uv=given.get(i), on_f0=lambda f0, uv, i=i: used.__setitem__(i, (f0, uv)))
+            a = audio.float().cpu().numpy()
+            del audio
+            if on_slice_done is not None:
+                on_slice_done()
+            return pad_array(a[left: max(left, a.shape[0] - right)], p.length)[:p.length], n_frames
+
         bar = tqdm(total=len(voiced), unit="slice", desc="converting", disable=not progress or not voiced)
+        pool = futures = previous_threads = None
         try:
+            if parallel:
+                from concurrent.futures import ThreadPoolExecutor
+
+                # Made here, once, not by two threads at the same time on their first slice.
+                self.model_for(options.precision)
+                self.encoder_for(options.precision)
+                if not all(i in given for i, p in enumerate(pieces) if not p.silent):
+                    self.f0_predictor(options.f0_predictor, options.cr_threshold, f0_min=options.f0_min,
+                                      f0_max=options.f0_max, f0_repair=options.f0_repair)
+                previous_threads = set_threads(1)
+
+                def run(i: int, p: _Piece) -> np.ndarray:
+                    with rng.own_generator(self.dev):  # seeded by infer() as 4.1 seeds the global one
+                        a, _ = convert_piece(i, p, 0)
+                    bar.update(1)
+                    return a
+
+                pool = ThreadPoolExecutor(n_workers, thread_name_prefix="svc-slice")
+                # Longest first: the last slices to start are short, so the workers finish together.
+                order = sorted((i for i, p in enumerate(pieces) if not p.silent), key=lambda i: -pieces[i].length)
+                futures = {i: pool.submit(run, i, pieces[i]) for i in order}
             for i, p in enumerate(pieces):
                 n = p.length
                 if p.silent:
                     pos += n
                     frame += n // hop
                     continue
-                left, right = self._pad_amounts(n, pad)
-                wav = self._padded(y_t, p, pad)
-                with torch.inference_mode():
-                    audio, _, n_frames = self._infer_wav(
-                        wav, spk, options, frame=frame, spk_mix=use_spk_mix, keep=(left, wav.shape[0] - right),
-                        f0_uv=given.get(i), on_f0=lambda f0, uv, i=i: used.__setitem__(i, (f0, uv)))
-                frame += n_frames
-                a = audio.float().cpu().numpy()
-                del audio
-                if on_slice_done is not None:
-                    on_slice_done()
-                a = pad_array(a[left: max(left, a.shape[0] - right)], n)[:n]
+                if futures is not None:
+                    a = futures[i].result()
+                else:
+                    a, n_frames = convert_piece(i, p, frame)
+                    frame += n_frames
+                    bar.update(1)
                 if lg_size and p.k:
                     #  accumulated output  ...──────────┬──── lg_r + lg_c_r ────┤pos
                     #  this piece                       ├ lg_c_l ┼ lg_r ┼ rest ...
@@ -965,8 +1031,11 @@ class Svc:
                         a = a[lg_size:]
                 out[pos:pos + a.shape[0]] = a
                 pos += a.shape[0]
-                bar.update(1)
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if previous_threads is not None:
+                set_threads(previous_threads)
             bar.close()
         if pos != total:
             raise AssertionError(f"assembled {pos} samples, expected {total}")

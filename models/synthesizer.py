@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from modules import attentions
+from modules import attentions, rng
 from modules import modules as m
 from modules.commons import rand_slice_segments_with_pitch, sequence_mask
 from modules.errors import ConfigError
@@ -139,7 +139,7 @@ class PosteriorEncoder(nn.Module):
         x = self.enc(x, x_mask, g=g)
         stats = self.proj(x) * x_mask
         mean, logs = torch.split(stats, self.out_channels, dim=1)
-        z = (mean + torch.randn_like(mean) * torch.exp(logs)) * x_mask
+        z = (mean + rng.randn_like(mean) * torch.exp(logs)) * x_mask
         return z, mean, logs, x_mask
 
 
@@ -149,7 +149,7 @@ def sample_prior(mean: torch.Tensor, logs: torch.Tensor, x_mask: torch.Tensor, *
 
     ``noise`` is ε ``[B, C, T]``; without it one ``randn_like(m)`` is drawn (also when
     ``noise_scale`` is 0, as 4.1). ``noise_scale`` 1 skips the multiplication (same value)."""
-    eps = torch.randn_like(mean) if noise is None else noise
+    eps = rng.randn_like(mean) if noise is None else noise
     scaled = eps * torch.exp(logs)
     if noise_scale != 1:
         scaled = scaled * noise_scale
@@ -470,7 +470,8 @@ class SynthesizerTrn(nn.Module):
         """
         # 4.1 only seeds CUDA for device "cuda" without index, which never matches a tensor's
         # device, so it always ends up in torch.manual_seed (which seeds every device).
-        torch.manual_seed(seed)
+        # (modules.rng: the global generator, or the thread's own when slices run in parallel)
+        rng.manual_seed(seed)
         x, x_mask, g = self.embed(c, uv, g, vol)
         if self.use_automatic_f0_prediction and predict_f0:
             f0 = self.predict_f0(x, f0, uv, x_mask, g)

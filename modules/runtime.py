@@ -170,25 +170,67 @@ class Profile:
     interactive: bool
     bounded_memory: bool
     on_slice_done: Callable[[], None] | None
+    #: voiced slices a conversion may run at once (``Svc.convert(workers=...)``), each with one
+    #: intra-op thread; 1: one slice at a time on all threads
+    slice_workers: int = 1
+    #: the hook ``Svc.convert(set_threads=...)`` uses to switch to one intra-op thread and back
+    set_threads: Callable[[int], int] | None = None
+
+    def decoder_mrf_chunk(self) -> str | int:
+        """The decoder chunking for ``Svc(mrf_chunk=...)``: ``"auto"`` where it pays with the threads
+        a slice runs on (one with parallel slices; measured 6 % faster there), else 0."""
+        import torch
+
+        from vdecoder.hifigan.models import chunking_pays
+
+        threads = 1 if self.slice_workers > 1 else torch.get_num_threads()
+        return "auto" if chunking_pays(threads, os.environ.get("OMP_WAIT_POLICY")) else 0
+
+
+def set_intra_op_threads(n: int) -> int:
+    """Set PyTorch's intra-op threads (process-wide) to ``n``; returns the previous number (the
+    :attr:`Profile.set_threads` hook)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    return previous
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def apply_inference_profile(*, threads: int | None = None, interactive: bool = False, reexec: bool = True,
-                            bound_memory: bool = True) -> Profile:
+                            bound_memory: bool = True, slice_workers: int | None = 1) -> Profile:
     """The inference scripts' process set-up, in the order it must happen.
 
     1. re-exec with huge pages (``reexec``; only pass True when the process runs the script's
        own command line, i.e. ``main(argv=None)``, since the re-exec repeats ``sys.orig_argv``);
     2. threads and wait policy (:func:`configure_threads`);
     3. bounded native memory (``bound_memory``), whose per-slice heap release is returned as
-       ``Profile.on_slice_done``.
+       ``Profile.on_slice_done``;
+    4. parallel slices: ``slice_workers`` slices at once, each on one intra-op thread (None: one
+       per thread the process may use, i.e. ``threads`` or the available cores). On two idle
+       cores this converts a song ~20 % faster than one slice at a time on two threads (single
+       threads waste no time at the barriers of each operation; docs/bench/speed.md).
     """
     if reexec:
         exec_with_huge_pages()
     configure_threads(threads, interactive)
     if bound_memory:
         bound_native_memory()
+    if slice_workers is None:
+        slice_workers = int(threads) if threads is not None else available_cores()
+    if isinstance(slice_workers, bool) or int(slice_workers) != slice_workers or slice_workers < 1:
+        raise SvcError(f"slice workers must be a whole number ≥ 1, got {slice_workers!r}")
     return Profile(threads=threads, interactive=interactive, bounded_memory=bound_memory,
-                   on_slice_done=release_free_memory if bound_memory else None)
+                   on_slice_done=release_free_memory if bound_memory else None, slice_workers=int(slice_workers),
+                   set_threads=set_intra_op_threads if slice_workers > 1 else None)
 
 
 def add_threads_argument(parser) -> None:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules import rng
 from modules.commons import init_weights
 from modules.modules import convs_to_2d, fold_weight_norm, inference_copy, weight_norm
 from vdecoder.blocks import LRELU_SLOPE, ResBlock1, ResBlock2
@@ -73,7 +74,7 @@ class SineGen(nn.Module):
         if phase_offset is not None:
             rad_values[:, 0, :] = rad_values[:, 0, :] + phase_offset.to(rad_values)
             return rad_values
-        rand_ini = torch.rand(rad_values.shape[0], rad_values.shape[2], device=rad_values.device)
+        rand_ini = rng.rand(rad_values.shape[0], rad_values.shape[2], device=rad_values.device)
         rand_ini[:, 0] = 0
         rad_values[:, 0, :] = rad_values[:, 0, :] + rand_ini
         return rad_values
@@ -127,7 +128,7 @@ class SineGen(nn.Module):
         else:
             uv = self._f02uv(f0)
         noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
-        noise = noise_amp * torch.randn_like(sine_waves)
+        noise = noise_amp * rng.randn_like(sine_waves)
         return sine_waves * uv + noise, uv
 
 
@@ -154,7 +155,7 @@ class SourceModuleHnNSF(nn.Module):
         sine_merge = self.l_tanh(self.l_linear(sine_wavs.to(self.l_linear.weight.dtype)))
         if not self.uv_noise:
             return sine_merge, None, None
-        noise = torch.randn_like(uv) * self.sine_amp / 3
+        noise = rng.randn_like(uv) * self.sine_amp / 3
         return sine_merge, noise, uv
 
 

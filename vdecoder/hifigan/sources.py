@@ -26,6 +26,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from modules import rng
+
 __all__ = ["ExactFrameRateSource", "FrameRateSource", "HarmonicSource", "SampleRateSource", "SourceWindow"]
 
 
@@ -88,7 +90,7 @@ class ExactFrameRateSource(HarmonicSource):
         harmonics = torch.arange(1, gen.dim + 1, dtype=torch.float32, device=f0.device)
         # Same float32 operations as SineGen on upsampled f0, so r is bitwise the same.
         rad = (f0.unsqueeze(-1) * harmonics / gen.sampling_rate) % 1  # [B, T, dim]
-        initial = torch.rand(batch, gen.dim, device=f0.device) * (harmonics > 1)  # φ_1 = 0
+        initial = rng.rand(batch, gen.dim, device=f0.device) * (harmonics > 1)  # φ_1 = 0
         per_frame = rad.double() * upp
         start = torch.cumsum(per_frame, dim=1) - per_frame + initial.double().unsqueeze(1)
         start = (start - torch.floor(start)).float()  # phase at each frame start, cycles

@@ -1,0 +1,180 @@
+"""Parallel slices (issue 25): ``Svc.convert(workers=N, set_threads=hook)`` converts voiced slices
+on N threads with one intra-op thread each, and gives the audio of one slice at a time.
+
+Every slice draws its prior noise and sine phases from its own generator (``modules.rng``),
+seeded as 4.1 seeds the global one, so the thread that converted a slice does not matter. With
+the same intra-op thread count (1 here) the two ways are bitwise equal.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from modules import rng
+
+
+# --- modules.rng ------------------------------------------------------------------------------------
+def test_own_generator_draws_what_the_seeded_global_generator_draws():
+    t = torch.empty(2, 5, 300)
+    torch.manual_seed(52468)
+    ref = (torch.randn_like(t), torch.rand(3, 9), torch.randn_like(t.to(torch.bfloat16)))
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    with rng.own_generator():
+        rng.manual_seed(52468)
+        got = (rng.randn_like(t), rng.rand(3, 9), rng.randn_like(t.to(torch.bfloat16)))
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global generator was not used
+    assert rng.current_generator() is None
+
+
+def test_without_own_generator_the_global_generator_is_used_as_in_41():
+    t = torch.empty(4, 100)
+    rng.manual_seed(3)
+    a = rng.randn_like(t)
+    torch.manual_seed(3)
+    assert torch.equal(a, torch.randn_like(t))
+    assert not torch.equal(rng.randn_like(t), a)  # the stream moved on
+
+
+def test_the_generator_is_per_thread():
+    seen = {}
+
+    def worker(name):
+        with rng.own_generator(seed=1) as g:
+            seen[name] = rng.current_generator() is g
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert seen == {"a": True, "b": True}
+    assert rng.current_generator() is None
+
+
+# --- Svc.convert(workers=...) --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    from infer_helpers import build_model_set
+    from inference.infer_tool import Svc
+
+    root = tmp_path_factory.mktemp("parallel")
+    ms = build_model_set(root)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+    torch.set_num_threads(1)
+    yield Svc(ms.g, ms.config, device="cpu", cluster_model_path=None)
+    mp.undo()
+
+
+def song2() -> np.ndarray:
+    """Two copies of infer_helpers.song (5.4 s + 1 s, 0.9 s gaps): two voiced slices (more with -cl)."""
+    from infer_helpers import song
+
+    y, _ = song()
+    return np.concatenate([y, np.zeros(40000, np.float32), y[::-1].copy()])
+
+
+class Hook:
+    """A ``set_threads`` hook that records its calls (and really sets the threads)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, n: int) -> int:
+        self.calls.append(n)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(n)
+        return previous
+
+
+def threads_of_slices(monkeypatch, svc):
+    from inference.infer_tool import Svc
+
+    names = []
+    real = Svc._infer_wav
+
+    def recording(self, *a, **k):
+        names.append(threading.current_thread().name)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Svc, "_infer_wav", recording)
+    return names
+
+
+@pytest.mark.parametrize("extra", [{}, {"clip_seconds": 1.5, "lg_num": 0.3, "lgr_num": 0.5}],
+                         ids=["slices", "forced clips with crossfades"])
+def test_parallel_slices_give_the_audio_of_one_at_a_time(svc, monkeypatch, extra):
+    from inference.options import ConversionOptions
+
+    torch.set_num_threads(1)
+    y = song2()
+    opts = ConversionOptions(**extra)
+    names = threads_of_slices(monkeypatch, svc)
+    ref = svc.convert(y, 44100, "bob", opts, progress=False)
+    assert set(names) == {"MainThread"} and len(names) >= 2
+    names.clear()
+    hook = Hook()
+    torch.set_num_threads(2)
+    out = svc.convert(y, 44100, "bob", opts, progress=False, workers=2, set_threads=hook)
+    assert torch.get_num_threads() == 2 and hook.calls == [1, 2]  # one thread per slice, then restored
+    assert len({n for n in names if n.startswith("svc-slice")}) == 2  # both workers converted slices
+    assert np.array_equal(out, ref)
+    # the random draws matter: another seed is other audio, so equality above is not trivial
+    other = svc.convert(y, 44100, "bob", opts.replace(seed=1), progress=False, workers=2, set_threads=Hook())
+    assert not np.allclose(other, ref)
+
+
+def test_no_hook_or_speaker_mixing_means_one_slice_at_a_time(svc, monkeypatch):
+    from inference.options import ConversionOptions
+
+    names = threads_of_slices(monkeypatch, svc)
+    svc.convert(song2(), 44100, "bob", ConversionOptions(), progress=False, workers=2)  # no set_threads
+    assert set(names) == {"MainThread"}
+    assert svc.parallel_slices_possible(ConversionOptions())
+    assert not svc.parallel_slices_possible(ConversionOptions(use_spk_mix=True))
+
+
+def test_a_failing_slice_stops_the_conversion_and_restores_the_threads(svc, monkeypatch):
+    from inference.infer_tool import Svc
+    from inference.options import ConversionOptions
+
+    real, count = Svc._infer_wav, []
+
+    def failing(self, *a, **k):
+        count.append(1)
+        if len(count) == 2:
+            raise RuntimeError("slice failed")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Svc, "_infer_wav", failing)
+    torch.set_num_threads(2)
+    hook = Hook()
+    with pytest.raises(RuntimeError, match="slice failed"):
+        svc.convert(song2(), 44100, "bob", ConversionOptions(), progress=False, workers=2, set_threads=hook)
+    assert hook.calls == [1, 2] and torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+
+
+def test_profile_gives_workers_and_the_thread_hook():
+    from modules import runtime
+    from modules.errors import SvcError
+
+    previous = torch.get_num_threads()
+    try:
+        p = runtime.apply_inference_profile(threads=2, reexec=False, bound_memory=False, slice_workers=None)
+        assert p.slice_workers == 2 and p.set_threads is runtime.set_intra_op_threads
+        assert p.decoder_mrf_chunk() == "auto"  # one intra-op thread per slice: chunking pays
+        q = runtime.apply_inference_profile(threads=2, reexec=False, bound_memory=False, slice_workers=1)
+        assert q.slice_workers == 1 and q.set_threads is None
+        with pytest.raises(SvcError, match="slice workers"):
+            runtime.apply_inference_profile(threads=2, reexec=False, bound_memory=False, slice_workers=0)
+        assert runtime.set_intra_op_threads(1) == 2 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
