@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 
 def _half_second_rms(y: np.ndarray, sr: int) -> torch.Tensor:
-    import librosa
+    from modules.audio import frame_rms
 
     hop = sr // 2
-    return torch.from_numpy(librosa.feature.rms(y=y, frame_length=hop * 2, hop_length=hop))  # [1, n]
+    return torch.from_numpy(frame_rms(y, hop * 2, hop))  # [1, n] (librosa.feature.rms's values)
 
 
 def change_rms(data1: np.ndarray, sr1: int, data2: torch.Tensor, sr2: int, rate: float) -> torch.Tensor:

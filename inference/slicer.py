@@ -3,7 +3,8 @@
 A song is cut at silences so that each voiced chunk is converted on its own and silent chunks
 are output as zeros. The cut points are exactly those of 4.1's ``inference/slicer.py``:
 
-* loudness = ``librosa.feature.rms`` (centred) with a hop of 20 ms and a window of
+* loudness = ``librosa.feature.rms`` (centred; ``modules.audio.frame_rms`` computes the same
+  values) with a hop of 20 ms and a window of
   min(300 ms, 4 hops);
 * a run of frames below ``threshold`` dB becomes a cut when it is leading silence longer than
   ``max_sil_kept``, or when it lasts ≥ ``min_interval`` and the clip before it is ≥ ``min_length``;
@@ -114,14 +115,14 @@ class Slicer:
 
     def slice(self, waveform: np.ndarray) -> list[Chunk]:
         """Chunks covering ``waveform`` (``[L]`` or ``[channels, L]``), alternating voiced/silent."""
-        import librosa
+        from modules.audio import frame_rms
 
         samples = waveform.mean(axis=0) if waveform.ndim > 1 else waveform
         n = samples.shape[-1]
         # 4.1 compares the sample count with min_length in frames here (always false in practice).
         if n <= self.min_length:
             return [Chunk(False, 0, n)]
-        rms = librosa.feature.rms(y=samples, frame_length=self.win_size, hop_length=self.hop_size)[0]
+        rms = frame_rms(samples, self.win_size, self.hop_size)[0]  # librosa.feature.rms's values
         tags = self._silences(rms)
         if not tags:
             return self._split_long([Chunk(False, 0, n)], rms, n)

@@ -142,3 +142,21 @@ class SincResampler(torch.nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return sinc_resample(waveform, self.orig_freq, self.new_freq, self.lowpass_filter_width, self.rolloff)
+
+
+def frame_rms(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """Centred frame RMS of real ``y`` ``[..., L]`` → float32 ``[..., 1, 1 + L // hop_length]``: the values of
+    ``librosa.feature.rms(y=y, frame_length=..., hop_length=...)`` (zero padding of
+    ``frame_length // 2`` on each side, mean of squares per frame, square root), bit for bit.
+
+    Written out because librosa's first call in a process costs 0.7-1.5 s of lazy imports (a
+    cold ``inference_main.py`` run paid it before the first slice)."""
+    y = np.asarray(y)
+    pad = [(0, 0)] * (y.ndim - 1) + [(frame_length // 2, frame_length // 2)]
+    padded = np.pad(y, pad, mode="constant")
+    # [..., frame_length, n_frames] views, reduced over the window axis as librosa does
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length, axis=-1)[..., ::hop_length, :]
+    frames = np.moveaxis(frames, -1, -2)
+    # librosa squares in float32 whatever the input (its ``dtype`` argument's default)
+    power = np.mean(np.square(frames, dtype=np.float32), axis=-2, keepdims=True)
+    return np.sqrt(power)
