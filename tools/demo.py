@@ -759,10 +759,12 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
                          "feed-forward branches are scaled down, so a deep random transformer does not map every "
                          "frame to the same vector), so k-means and retrieval do change the units; they still carry "
                          "no phonetic knowledge." if random_encoder else "")
-                      + (" The conversions are nevertheless practically the same: after so few steps the model's "
-                         "prior path (the text encoder that reads the units) has not learned to depend on them yet, "
-                         "so the output hardly depends on the units at all (docs/demo.md has the measurement); "
-                         "train longer (--steps) to see k-means and retrieval act." if same else ""), ""]
+                      + (" The conversions are nevertheless practically the same, because of the model: after so "
+                         "few steps its decoder's output is dominated by the harmonic (f0) source (replacing its whole "
+                         "latent by zeros changes the output by a few percent) and the prior path that reads the units "
+                         "has made the latent depend on them even less than at initialisation, so the output hardly "
+                         "depends on the units at all (docs/demo.md has the measurements); train longer (--steps) to "
+                         "see k-means and retrieval act." if same else ""), ""]
         lines += ["*DC*: the mean sample value. The input has none; a model trained for a few hundred steps "
                   "can put one in its output: the untrained generator already has one, and the training losses "
                   "hardly see 0 Hz (every mel filter has zero weight in the 0 Hz bin), so nothing pulls it to zero yet. 4.1 does not filter it "
