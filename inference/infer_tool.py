@@ -626,7 +626,8 @@ class Svc:
                    spk_mix: bool = False, vol: torch.Tensor | None = None, start_frame: int | None = None,
                    use_tqdm: bool = False, keep: tuple[int, int] | None = None,
                    f0_uv: tuple[np.ndarray, np.ndarray] | None = None,
-                   on_f0: Callable[[np.ndarray, np.ndarray], None] | None = None):
+                   on_f0: Callable[[np.ndarray, np.ndarray], None] | None = None,
+                   decode_split: tuple[Any, int] | None = None):
         """One padded segment ``wav`` (float32 ``[L]``, model rate) → ``(audio, length, frames)``.
 
         ``keep``: the samples ``[start, stop)`` the caller keeps (the slice without its padding).
@@ -634,7 +635,9 @@ class Svc:
         matching), the decoder then skips the padding beyond its receptive radius: the kept
         samples are the same up to float rounding, the rest of ``audio`` is zero.
         ``f0_uv``: the segment's untransposed curve to use instead of predicting it; ``on_f0``
-        receives the curve fed to the synthesizer (``f0 [T]`` float64 Hz, ``uv [T]`` float32)."""
+        receives the curve fed to the synthesizer (``f0 [T]`` float64 Hz, ``uv [T]`` float32).
+        ``decode_split``: ``(executor, parts)``: decode the kept frames in that many parts, the
+        others on the executor's threads (parallel slices only; see :meth:`_decode_in_parts`)."""
         tran, f0_filter, f0_predictor = options.transpose, options.f0_filter, options.f0_predictor
         cr_threshold, k_step, seed = options.cr_threshold, options.k_step, options.seed
         second_encoding = options.second_encoding
@@ -674,10 +677,15 @@ class Svc:
                     and loudness_envelope_adjustment == 1):
                 decode_frames = (keep[0] // self.hop_size, -(-keep[1] // self.hop_size))
             # f0 stays float32 whatever the precision (the model casts the units itself)
-            audio, f0 = self.model_for(options.precision).infer(c, f0=f0, g=sid, uv=uv,
-                                            predict_f0=options.auto_predict_f0,
-                                            noice_scale=options.noice_scale, vol=vol, seed=seed,
-                                            decode_frames=decode_frames)
+            net = self.model_for(options.precision)
+            if decode_split is not None and decode_frames is not None and rng.current_generator() is not None:
+                z, f0, g = net.latent(c, f0, uv, sid, predict_f0=options.auto_predict_f0,
+                                      noice_scale=options.noice_scale, vol=vol, seed=seed)
+                audio = self._decode_in_parts(net, z, f0, g, decode_frames, *decode_split)
+            else:
+                audio, f0 = net.infer(c, f0=f0, g=sid, uv=uv, predict_f0=options.auto_predict_f0,
+                                      noice_scale=options.noice_scale, vol=vol, seed=seed,
+                                      decode_frames=decode_frames)
             audio = audio[0, 0].float()
             audio_mel = self.vocoder.extract(audio[None, :], self.target_sample) if self.shallow_diffusion else None
         c, f0, uv = c.float(), f0.float(), uv.float()
@@ -689,6 +697,35 @@ class Svc:
         if loudness_envelope_adjustment != 1:
             audio = change_rms(wav, self.target_sample, audio, self.target_sample, loudness_envelope_adjustment)
         return audio, audio.shape[-1], n_frames
+
+    @staticmethod
+    def _decode_in_parts(net, z: torch.Tensor, f0: torch.Tensor, g: torch.Tensor, frames: tuple[int, int],
+                         pool: Any, parts: int) -> torch.Tensor:
+        """Decode frames ``[start, stop)`` of one slice as ``parts`` consecutive ranges, all but the
+        first submitted to ``pool`` (so an idle worker can take them), → audio ``[1, 1, T·hop]``.
+
+        Each range is :meth:`SynthesizerTrn.decode_range` (the same samples as one decode up to
+        float rounding: measured ≤ 1e-6) with the generator restored to its state after the
+        latent, so every range draws the sine phases a whole decode would. A range nobody has
+        started yet is taken back and decoded here: a worker only ever waits for a range that is
+        running, and ranges wait for nothing, so workers cannot wait on each other in a circle."""
+        state = rng.current_generator().get_state()
+        start, stop = frames
+        bounds = np.linspace(start, stop, parts + 1).round().astype(int)
+        ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+        def decode(a: int, b: int) -> torch.Tensor:
+            with torch.inference_mode(), rng.own_generator(z.device) as gen:
+                gen.set_state(state)
+                return net.decode_range(z, f0, g, a, b)
+
+        later = [pool.submit(decode, a, b) for a, b in ranges[1:]]
+        audio = decode(*ranges[0])
+        hop = net.dec.upp
+        for (a, b), fut in zip(ranges[1:], later):
+            part = decode(a, b) if fut.cancel() else fut.result()
+            audio[..., a * hop:b * hop] = part[..., a * hop:b * hop]
+        return audio.float()
 
     def diffuse(self, audio: torch.Tensor, audio_mel: torch.Tensor | None, c: torch.Tensor, f0: torch.Tensor,
                 vol: torch.Tensor | None, sid: torch.Tensor, k_step: int, second_encoding: bool, use_tqdm: bool,
@@ -965,14 +1002,15 @@ class Svc:
             log.debug("slices are converted one at a time (%s)", "no thread hook" if set_threads is None else
                       "diffusion, enhancer, speaker mixing or a GPU need the global random generator")
 
-        def convert_piece(i: int, p: _Piece, frame: int) -> tuple[np.ndarray, int]:
+        def convert_piece(i: int, p: _Piece, frame: int, decode_split=None) -> tuple[np.ndarray, int]:
             """Voiced piece ``p`` → (its ``p.length`` output samples, its frame count)."""
             left, right = self._pad_amounts(p.length, pad)
             wav = self._padded(y_t, p, pad)
             with torch.inference_mode():
                 audio, _, n_frames = self._infer_wav(
                     wav, spk, options, frame=frame, spk_mix=use_spk_mix, keep=(left, wav.shape[0] - right),
-                    f0_uv=given.get(i), on_f0=lambda f0, uv, i=i: used.__setitem__(i, (f0, uv)))
+                    f0_uv=given.get(i), on_f0=lambda f0, uv, i=i: used.__setitem__(i, (f0, uv)),
+                    decode_split=decode_split)
             a = audio.float().cpu().numpy()
             del audio
             if on_slice_done is not None:
@@ -993,15 +1031,19 @@ class Svc:
                                       f0_max=options.f0_max, f0_repair=options.f0_repair)
                 previous_threads = set_threads(1)
 
+                # Longest first: the last slices to start are short, so the workers finish together.
+                # The very last one would still run alone while the other workers idle, so its
+                # decoder (most of its work) is split in one range per worker.
+                order = sorted((i for i, p in enumerate(pieces) if not p.silent), key=lambda i: -pieces[i].length)
+
                 def run(i: int, p: _Piece) -> np.ndarray:
+                    split = (pool, n_workers) if i == order[-1] else None
                     with rng.own_generator(self.dev):  # seeded by infer() as 4.1 seeds the global one
-                        a, _ = convert_piece(i, p, 0)
+                        a, _ = convert_piece(i, p, 0, split)
                     bar.update(1)
                     return a
 
                 pool = ThreadPoolExecutor(n_workers, thread_name_prefix="svc-slice")
-                # Longest first: the last slices to start are short, so the workers finish together.
-                order = sorted((i for i, p in enumerate(pieces) if not p.silent), key=lambda i: -pieces[i].length)
                 futures = {i: pool.submit(run, i, pieces[i]) for i in order}
             for i, p in enumerate(pieces):
                 n = p.length

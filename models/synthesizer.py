@@ -468,6 +468,20 @@ class SynthesizerTrn(nn.Module):
             ``(audio [1, 1, T·hop] float32, f0 used [1, T])``.
         Random draws: enc_p ε ``[1, inter, T]``, then the sine phases ``[1, 9]``.
         """
+        z, f0, g = self.latent(c, f0, uv, g, noice_scale=noice_scale, seed=seed, predict_f0=predict_f0, vol=vol)
+        if decode_frames is None:
+            o = self.decode(z, f0, g)
+        else:
+            o = self.decode_range(z, f0, g, *decode_frames)
+        return o.float(), f0
+
+    @torch.no_grad()
+    def latent(self, c: torch.Tensor, f0: torch.Tensor, uv: torch.Tensor, g: torch.Tensor | None = None, *,
+               noice_scale: float = 0.35, seed: int = 52468, predict_f0: bool = False,
+               vol: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first half of :meth:`infer` (same arguments): seed, embed, (predict f0), prior,
+        sample, inverse flow → ``(z·mask [1, inter, T], f0 used [1, T], speaker embedding g)``, what
+        :meth:`decode` / :meth:`decode_range` take. The next random draw is the decoder's."""
         # 4.1 only seeds CUDA for device "cuda" without index, which never matches a tensor's
         # device, so it always ends up in torch.manual_seed (which seeds every device).
         # (modules.rng: the global generator, or the thread's own when slices run in parallel)
@@ -478,11 +492,7 @@ class SynthesizerTrn(nn.Module):
         m_p, logs_p = self.prior(x, x_mask, f0)
         z_p = self.sample(m_p, logs_p, x_mask, noise_scale=noice_scale)
         z = self.flow_inverse(z_p, x_mask, g)
-        if decode_frames is None:
-            o = self.decode(z * x_mask, f0, g)
-        else:
-            o = self.decode_range(z * x_mask, f0, g, *decode_frames)
-        return o.float(), f0
+        return z * x_mask, f0, g
 
     @property
     def inference_ready(self) -> bool:
