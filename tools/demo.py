@@ -763,8 +763,9 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
                          "few steps its decoder's output is dominated by the harmonic (f0) source (replacing its whole "
                          "latent by zeros changes the output by a few percent) and the prior path that reads the units "
                          "has made the latent depend on them even less than at initialisation, so the output hardly "
-                         "depends on the units at all (docs/demo.md has the measurements); train longer (--steps) to "
-                         "see k-means and retrieval act." if same else ""), ""]
+                         "depends on the units at all (docs/demo.md has the measurements). Training harder does not help "
+                         "with random units (they say nothing the pitch does not); k-means and retrieval need the real "
+                         "encoder's units to act on." if same else ""), ""]
         lines += ["*DC*: the mean sample value. The input has none; a model trained for a few hundred steps "
                   "can put one in its output: the untrained generator already has one, and the training losses "
                   "hardly see 0 Hz (every mel filter has zero weight in the 0 Hz bin), so nothing pulls it to zero yet. 4.1 does not filter it "
