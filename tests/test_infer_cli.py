@@ -130,7 +130,8 @@ MODEL_FLAGS_41 = {"-m", "--model_path", "-c", "--config_path", "-n", "--clean_na
                   "-cm", "--cluster_model_path", "-eh", "--enhance", "-shd", "--shallow_diffusion",
                   "-fr", "--feature_retrieval", "-dm", "--diffusion_model_path", "-dc", "--diffusion_config_path",
                   "-od", "--only_diffusion", "-d", "--device", "-wf", "--wav_format"}
-OURS = {"-h", "--help", "--half", "--spk_mix_file", "--threads", "--f0_out", "--f0_file"}
+OURS = {"-h", "--help", "--half", "--spk_mix_file", "--threads", "--f0_out", "--f0_file",
+        "--slice_workers"}
 
 
 def test_help_lists_exactly_the_option_fields_plus_the_41_flags(capsys):
@@ -306,3 +307,34 @@ def test_checkpoint_carrying_its_config_needs_no_c(models, workdir, capsys):
 def test_41_checkpoint_without_config_and_no_c_names_the_fix(models, workdir, capsys):
     code, err = run(["-m", str(models.g), "-n", "song.wav", "-s", "alice"], capsys)
     assert code != 0 and "config.json" in err and "-c" in err
+
+
+def test_slice_workers_convert_slices_in_parallel_with_the_same_audio(models, workdir, capsys, monkeypatch):
+    """``--slice_workers 2`` (the default with two threads) runs the voiced slices on two worker
+    threads; the written file is the one ``--slice_workers 1`` writes (to one 16-bit step)."""
+    import threading
+
+    from infer_helpers import song
+    from inference.infer_tool import Svc
+
+    y, _ = song()  # two voiced slices
+    sf.write(workdir / "raw" / "two.wav", y, SR)
+    names = []
+    real = Svc._infer_wav
+    monkeypatch.setattr(Svc, "_infer_wav",
+                        lambda self, *a, **k: names.append(threading.current_thread().name) or real(self, *a, **k))
+    base = ["-m", str(models.g), "-c", str(models.config), "-n", "two.wav", "-s", "bob", "-wf", "wav",
+            "--threads", "1"]
+    try:
+        assert run(base + ["--slice_workers", "1"], capsys)[0] == 0
+        assert set(names) == {"MainThread"}
+        names.clear()
+        code, err = run(base + ["--slice_workers", "2"], capsys)
+        assert code == 0, err
+        assert len(names) == 2 and all(n.startswith("svc-slice") for n in names)
+    finally:
+        torch.set_num_threads(1)
+    one, _ = sf.read(workdir / "results" / "two.wav_0key_bob_sovits_pm.wav")
+    two, _ = sf.read(workdir / "results" / "two.wav_0key_bob_sovits_pm_1.wav")
+    assert one.shape == two.shape and np.abs(one - two).max() <= 1.5 / 32768
+    assert np.abs(one).max() > 0.01  # real audio, not silence
