@@ -72,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "they are not transposed again (-t and --auto_key are ignored)")
     add_threads_argument(g)
     g.add_argument("--slice_workers", type=int, default=None, metavar="N",
-                   help="convert N slices at once, each on one CPU thread (default: one per thread, i.e. --threads "
-                        "or the number of cores; 1: one slice at a time on all threads). Same audio either way; on "
-                        "a CPU, several single-threaded slices are faster (docs/bench/speed.md). Not used with "
-                        "diffusion, the enhancer or speaker mixing")
+                   help="convert N slices at once, sharing the threads (default: one per thread, i.e. --threads or "
+                        "the number of cores, at most 4; 1: one slice at a time on all threads). Same audio either "
+                        "way; on a CPU, several single-threaded slices are faster (docs/bench/speed.md). Not used "
+                        "with diffusion, the enhancer or speaker mixing")
     add_arguments(p.add_argument_group("conversion options (inference.options.ConversionOptions)"))
     return p
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         for spk in speakers:
             svc.speaker_id(spk)
     convert_files(svc, job, on_slice_done=profile.on_slice_done, workers=profile.slice_workers,
-                  set_threads=profile.set_threads)
+                  set_threads=profile.set_threads, slice_threads=profile.slice_threads)
     return 0
 
 

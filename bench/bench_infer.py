@@ -208,7 +208,7 @@ def child(args) -> None:
         extra = {"precision": "bf16"} if args.pipeline == "ours-bf16" else {}
         out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False,
                                   on_slice_done=profile.on_slice_done, workers=profile.slice_workers,
-                                  set_threads=profile.set_threads, **extra)
+                                  set_threads=profile.set_threads, slice_threads=profile.slice_threads, **extra)
     else:
         out = legacy_slice_inference(svc, path, "a", args.f0)
     wall, cpu = time.perf_counter() - t1, time.process_time() - c0

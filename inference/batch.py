@@ -266,10 +266,10 @@ def preflight(job: Job, speakers: ModelSpeakers | None = None) -> list[Path]:
 
 
 def convert_files(svc, job: Job, *, on_slice_done: Callable[[], None] | None = None, workers: int = 1,
-                  set_threads: Callable[[int], int] | None = None) -> list[Path]:
+                  set_threads: Callable[[int], int] | None = None, slice_threads: int = 1) -> list[Path]:
     """Convert every input for every speaker; returns the written paths in order.
 
-    ``on_slice_done``, ``workers`` and ``set_threads`` go to :meth:`Svc.convert` (the script's
+    ``on_slice_done``, ``workers``, ``set_threads`` and ``slice_threads`` go to :meth:`Svc.convert` (the script's
     runtime profile: heap release, parallel slices)."""
     from modules.audio import load_audio, save_audio
 
@@ -291,7 +291,7 @@ def convert_files(svc, job: Job, *, on_slice_done: Callable[[], None] | None = N
             used = []
             audio = svc.convert(y, sr, spk, opts, on_slice_done=on_slice_done, f0_curve=given,
                                 on_f0=used.append if job.f0_out or opts.auto_key else None, workers=workers,
-                                set_threads=set_threads)
+                                set_threads=set_threads, slice_threads=slice_threads)
             spk_name = "spk_mix" if opts.use_spk_mix else str(spk)
             key = used[0].transpose if opts.auto_key and used else tran  # the key --auto_key chose
             key = int(key) if float(key).is_integer() else key

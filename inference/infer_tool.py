@@ -774,7 +774,8 @@ class Svc:
     def slice_inference(self, raw_audio_path: Any, spk: Any, tran: float, *args: Any, progress: bool = True,
                         sr: int | None = None, on_slice_done: Callable[[], None] | None = None,
                         options: ConversionOptions | None = None, workers: int = 1,
-                        set_threads: Callable[[int], int] | None = None, **option_values: Any) -> np.ndarray:
+                        set_threads: Callable[[int], int] | None = None, slice_threads: int = 1,
+                        **option_values: Any) -> np.ndarray:
         """Convert a whole file → float32 audio at the model rate, as long as the input (4.1's
         signature: ``option_values`` are its keywords, e.g. ``slice_db=-40, noice_scale=0.4``;
         see :class:`~inference.options.ConversionOptions` for all of them and their units).
@@ -797,7 +798,7 @@ class Svc:
 
             y, in_sr = load_audio(raw_audio_path)
         return self.convert(y, in_sr, spk, opts, progress=progress, on_slice_done=on_slice_done, workers=workers,
-                            set_threads=set_threads)
+                            set_threads=set_threads, slice_threads=slice_threads)
 
     def parallel_slices_possible(self, options: ConversionOptions) -> bool:
         """Whether slices can be converted on several threads with the same audio as one at a
@@ -826,7 +827,7 @@ class Svc:
                 progress: bool = True, on_slice_done: Callable[[], None] | None = None,
                 f0_curve: tuple[np.ndarray, np.ndarray] | None = None,
                 on_f0: Callable[[Any], None] | None = None, workers: int = 1,
-                set_threads: Callable[[int], int] | None = None) -> np.ndarray:
+                set_threads: Callable[[int], int] | None = None, slice_threads: int = 1) -> np.ndarray:
         """Convert a whole recording: the one offline conversion path.
 
         Args:
@@ -842,15 +843,17 @@ class Svc:
                 instead of predicting: not transposed again (``transpose`` / ``auto_key`` are
                 ignored with a warning); another length is resampled with a warning.
             on_f0: called once at the end with the :class:`~inference.pitch.F0Curve` that was used.
-            workers: voiced slices converted at the same time, each on its own thread with one
-                PyTorch intra-op thread (CPU only; see :func:`parallel_slices_possible`). The
+            workers: voiced slices converted at the same time, each on its own thread with
+                ``slice_threads`` PyTorch intra-op threads (CPU only; see
+                :meth:`parallel_slices_possible`). The
                 audio is the same as one at a time up to float rounding: every slice draws its
                 random numbers from its own generator seeded as 4.1 seeds the global one
                 (:mod:`modules.rng`). Needs ``set_threads``.
             set_threads: the script's hook that sets PyTorch's intra-op threads for the whole
                 process and returns the previous number (``modules.runtime.Profile.set_threads``):
-                called with 1 before the parallel slices and with the previous value after. The
-                library never changes threads itself, so without it ``workers`` is ignored.
+                called with ``slice_threads`` before the parallel slices and with the previous value
+                after. The library never changes threads itself, so without it ``workers`` is ignored.
+            slice_threads: intra-op threads per parallel slice (the profile's ``slice_threads``).
         Returns:
             float32 ``[ceil(L · model_sr / sr)]`` at the model rate, as long as the input.
         """
@@ -862,7 +865,8 @@ class Svc:
             raise AudioError("input audio holds no samples")
         check_finite(y, "input audio")
         return self._slice_convert(y, int(sr), speaker, options, progress=progress, on_slice_done=on_slice_done,
-                                   f0_curve=f0_curve, on_f0=on_f0, workers=workers, set_threads=set_threads)
+                                   f0_curve=f0_curve, on_f0=on_f0, workers=workers, set_threads=set_threads,
+                                   slice_threads=slice_threads)
     def plan(self, y_t_len: int, chunks: list[Chunk], *, clip_size: int, lg_size: int,
              max_chunk: int, y_t: np.ndarray | None = None) -> tuple[list[_Piece], int]:
         """Pieces to convert, in order, and the number of chunks (model-rate samples)."""
@@ -898,7 +902,7 @@ class Svc:
     def _slice_convert(self, y: np.ndarray, in_sr: int, spk: Any, options: ConversionOptions, *, progress: bool,
                        on_slice_done: Callable[[], None] | None, f0_curve: tuple[np.ndarray, np.ndarray] | None = None,
                        on_f0: Callable[[Any], None] | None = None, workers: int = 1,
-                       set_threads: Callable[[int], int] | None = None) -> np.ndarray:
+                       set_threads: Callable[[int], int] | None = None, slice_threads: int = 1) -> np.ndarray:
         from tqdm import tqdm
 
         if options.use_spk_mix and len(self.spk2id) == 1:
@@ -1029,7 +1033,7 @@ class Svc:
                 if not all(i in given for i, p in enumerate(pieces) if not p.silent):
                     self.f0_predictor(options.f0_predictor, options.cr_threshold, f0_min=options.f0_min,
                                       f0_max=options.f0_max, f0_repair=options.f0_repair)
-                previous_threads = set_threads(1)
+                previous_threads = set_threads(max(1, int(slice_threads)))
 
                 # Longest first: the last slices to start are short, so the workers finish together.
                 # The very last one would still run alone while the other workers idle, so its

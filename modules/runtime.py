@@ -56,7 +56,9 @@ _M_MMAP_THRESHOLD = -3     # glibc mallopt parameter number
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 NO_REEXEC_ENV = "SVC_NO_REEXEC"
-INTERACTIVE_WAIT_POLICY = "PASSIVE"  # OpenMP threads sleep instead of spinning between parallel regions
+INTERACTIVE_WAIT_POLICY = "PASSIVE"
+#: default cap on slices converted at once (each holds its activations: memory grows with it)
+MAX_DEFAULT_SLICE_WORKERS = 4  # OpenMP threads sleep instead of spinning between parallel regions
 _done = False
 _libc: ctypes.CDLL | None | bool = None
 
@@ -173,7 +175,9 @@ class Profile:
     #: voiced slices a conversion may run at once (``Svc.convert(workers=...)``), each with one
     #: intra-op thread; 1: one slice at a time on all threads
     slice_workers: int = 1
-    #: the hook ``Svc.convert(set_threads=...)`` uses to switch to one intra-op thread and back
+    #: intra-op threads each of those slices runs on (``Svc.convert(slice_threads=...)``)
+    slice_threads: int = 1
+    #: the hook ``Svc.convert(set_threads=...)`` uses to switch to ``slice_threads`` and back
     set_threads: Callable[[int], int] | None = None
 
     def decoder_mrf_chunk(self) -> str | int:
@@ -183,7 +187,7 @@ class Profile:
 
         from vdecoder.hifigan.models import chunking_pays
 
-        threads = 1 if self.slice_workers > 1 else torch.get_num_threads()
+        threads = self.slice_threads if self.slice_workers > 1 else torch.get_num_threads()
         return "auto" if chunking_pays(threads, os.environ.get("OMP_WAIT_POLICY")) else 0
 
 
@@ -214,22 +218,27 @@ def apply_inference_profile(*, threads: int | None = None, interactive: bool = F
     2. threads and wait policy (:func:`configure_threads`);
     3. bounded native memory (``bound_memory``), whose per-slice heap release is returned as
        ``Profile.on_slice_done``;
-    4. parallel slices: ``slice_workers`` slices at once, each on one intra-op thread (None: one
-       per thread the process may use, i.e. ``threads`` or the available cores). On two idle
-       cores this converts a song ~20 % faster than one slice at a time on two threads (single
-       threads waste no time at the barriers of each operation; docs/bench/speed.md).
+    4. parallel slices: ``slice_workers`` slices at once, each on ``threads // slice_workers``
+       intra-op threads (None: one worker per thread the process may use, i.e. ``threads`` or the
+       available cores, at most :data:`MAX_DEFAULT_SLICE_WORKERS`, since every worker holds a
+       slice's activations). On two idle cores this converts a song ~20 % faster than one slice
+       at a time on two threads (single threads waste no time at the barriers of each operation;
+       docs/bench/speed.md).
     """
     if reexec:
         exec_with_huge_pages()
     configure_threads(threads, interactive)
     if bound_memory:
         bound_native_memory()
+    cores = int(threads) if threads is not None else available_cores()
     if slice_workers is None:
-        slice_workers = int(threads) if threads is not None else available_cores()
+        slice_workers = min(cores, MAX_DEFAULT_SLICE_WORKERS)
     if isinstance(slice_workers, bool) or int(slice_workers) != slice_workers or slice_workers < 1:
         raise SvcError(f"slice workers must be a whole number ≥ 1, got {slice_workers!r}")
+    slice_workers = int(slice_workers)
     return Profile(threads=threads, interactive=interactive, bounded_memory=bound_memory,
-                   on_slice_done=release_free_memory if bound_memory else None, slice_workers=int(slice_workers),
+                   on_slice_done=release_free_memory if bound_memory else None, slice_workers=slice_workers,
+                   slice_threads=max(1, cores // slice_workers),
                    set_threads=set_intra_op_threads if slice_workers > 1 else None)
 
 

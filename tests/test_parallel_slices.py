@@ -175,6 +175,16 @@ def test_a_failing_slice_stops_the_conversion_and_restores_the_threads(svc, monk
     torch.set_num_threads(1)
 
 
+def test_each_parallel_slice_gets_the_profiles_share_of_threads(svc):
+    from inference.options import ConversionOptions
+
+    torch.set_num_threads(1)
+    hook = Hook()
+    svc.convert(song2(), 44100, "bob", ConversionOptions(), progress=False, workers=2, set_threads=hook,
+                slice_threads=2)
+    assert hook.calls == [2, 1] and torch.get_num_threads() == 1
+
+
 def test_profile_gives_workers_and_the_thread_hook():
     from modules import runtime
     from modules.errors import SvcError
@@ -182,8 +192,11 @@ def test_profile_gives_workers_and_the_thread_hook():
     previous = torch.get_num_threads()
     try:
         p = runtime.apply_inference_profile(threads=2, reexec=False, bound_memory=False, slice_workers=None)
-        assert p.slice_workers == 2 and p.set_threads is runtime.set_intra_op_threads
+        assert p.slice_workers == 2 and p.slice_threads == 1 and p.set_threads is runtime.set_intra_op_threads
         assert p.decoder_mrf_chunk() == "auto"  # one intra-op thread per slice: chunking pays
+        # many cores: at most MAX_DEFAULT_SLICE_WORKERS slices at once (memory), the threads shared
+        big = runtime.apply_inference_profile(threads=10, reexec=False, bound_memory=False, slice_workers=None)
+        assert (big.slice_workers, big.slice_threads) == (runtime.MAX_DEFAULT_SLICE_WORKERS, 10 // 4)
         q = runtime.apply_inference_profile(threads=2, reexec=False, bound_memory=False, slice_workers=1)
         assert q.slice_workers == 1 and q.set_threads is None
         with pytest.raises(SvcError, match="slice workers"):
