@@ -193,6 +193,10 @@ def child(args) -> None:
     svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None,
               mrf_chunk=profile.decoder_mrf_chunk() if profile else None)
     svc.f0_predictor(args.f0, 0.05)
+    if profile is not None:  # as inference_main.py (convert_files) does before the first file
+        from inference.options import ConversionOptions
+
+        svc.prepare(ConversionOptions(f0_predictor=args.f0, precision="bf16" if args.pipeline == "ours-bf16" else "fp32"))
     if args.pipeline == "41":  # 4.1 had no memory bounds (glibc/oneDNN defaults)
         make_legacy(svc, args.f0)
     load_s = time.perf_counter() - t0

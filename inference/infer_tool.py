@@ -800,6 +800,18 @@ class Svc:
         return self.convert(y, in_sr, spk, opts, progress=progress, on_slice_done=on_slice_done, workers=workers,
                             set_threads=set_threads, slice_threads=slice_threads)
 
+    def prepare(self, options: ConversionOptions) -> None:
+        """Make now what converting with ``options`` needs and is made on first use otherwise: the
+        synthesizer and speech encoder in ``options.precision`` (a bf16 copy, a bf16 encoder) and
+        the f0 predictor. Front ends call it after loading, so the first conversion does not pay
+        for it (about 3 s for bf16 on a 2-core CPU); converting without it gives the same audio."""
+        if getattr(self, "net_g_ms", None) is not None:
+            self.model_for(options.precision)
+        if getattr(self, "hubert_model", None) is not None:
+            self.encoder_for(options.precision)
+        self.f0_predictor(options.f0_predictor, options.cr_threshold, f0_min=options.f0_min, f0_max=options.f0_max,
+                          f0_repair=options.f0_repair)
+
     def parallel_slices_possible(self, options: ConversionOptions) -> bool:
         """Whether slices can be converted on several threads with the same audio as one at a
         time: on the CPU, without diffusion, enhancer or speaker mixing (those draw from, or
@@ -1027,12 +1039,7 @@ class Svc:
             if parallel:
                 from concurrent.futures import ThreadPoolExecutor
 
-                # Made here, once, not by two threads at the same time on their first slice.
-                self.model_for(options.precision)
-                self.encoder_for(options.precision)
-                if not all(i in given for i, p in enumerate(pieces) if not p.silent):
-                    self.f0_predictor(options.f0_predictor, options.cr_threshold, f0_min=options.f0_min,
-                                      f0_max=options.f0_max, f0_repair=options.f0_repair)
+                self.prepare(options)  # made here, once, not by two threads on their first slice
                 previous_threads = set_threads(max(1, int(slice_threads)))
 
                 # Longest first: the last slices to start are short, so the workers finish together.

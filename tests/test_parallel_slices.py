@@ -235,3 +235,14 @@ def test_decoding_in_parts_equals_one_decode_and_never_waits_for_a_queued_part()
     with rng.own_generator(seed=12):  # another phase draw: other samples, so the test can fail
         other = net.decode_range(z, f0, spk, 10, 110)
     assert rel_l2(other[..., kept], ref[..., kept]) > 1e-3
+
+
+def test_prepare_makes_what_the_options_need_before_the_first_conversion(svc):
+    from inference.options import ConversionOptions
+
+    opts = ConversionOptions(precision="bf16")
+    svc.prepare(opts)
+    net, enc = svc._models_by_precision["bf16"], svc._encoders_by_precision["bf16"]
+    assert net.precision == "bf16"
+    svc.convert(song2()[:44100 * 2], 44100, "bob", opts, progress=False)
+    assert svc._models_by_precision["bf16"] is net and svc._encoders_by_precision["bf16"] is enc  # not made again
