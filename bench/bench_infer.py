@@ -179,7 +179,9 @@ def child(args) -> None:
 
         # inference_main.py's profile: huge-page re-exec, 2 threads, memory bounds, and two slices at
         # once on one thread each ("ours-seq": --slice_workers 1, one slice at a time on both threads)
-        profile = apply_inference_profile(threads=2, slice_workers=1 if args.pipeline == "ours-seq" else None)
+        # (--sections: one slice at a time too, since per-part process CPU time cannot tell threads apart)
+        profile = apply_inference_profile(threads=2, slice_workers=1 if args.pipeline == "ours-seq" or args.sections
+                                          else None)
     import numpy as np  # noqa: F401
     import torch
 
@@ -287,7 +289,8 @@ def main() -> None:
                     help="avx2: cap oneDNN/ATen at AVX2, as on a desktop CPU (see the module docstring)")
     ap.add_argument("--tiled", action="store_true",
                     help="for 300 s use the 60 s song five times (same slices; isolates growth with length)")
-    ap.add_argument("--sections", action="store_true", help="report the CPU time of each part of the pipeline")
+    ap.add_argument("--sections", action="store_true",
+                    help="report the CPU time of each part of the pipeline (ours then converts one slice at a time)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the pipelines this many times, alternately; the summary gives medians and the "
                          "median of the per-round ratios (each round's cases see about the same machine load)")

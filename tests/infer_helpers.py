@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -173,3 +175,23 @@ def build_model_set(root: Path) -> ModelSet:
     kmeans = write_kmeans(root / "logs" / "kmeans_10000.pt")
     index = write_index(root / "logs" / "feature_and_index.pkl")
     return ModelSet(root, pretrain, g, config, g_vol, config_vol, dm, dc, kmeans, index, vocoder)
+
+
+@contextmanager
+def models_in_use(root: Path, build: Callable[[Path], Any] | None = None) -> Iterator[Any]:
+    """Build a tiny model set under ``root`` (:func:`build_model_set`, or ``build``, e.g.
+    ``webui_helpers.build_tiny_models``) and use it for the ``with`` block: ``SVC_PRETRAIN_DIR``
+    points at its ``pretrain/`` and PyTorch runs one thread (tiny models: more threads only add
+    overhead, and stall on a busy 2-core machine); both are restored afterwards. For module-scoped
+    fixtures: ``with models_in_use(tmp_path_factory.mktemp(...)) as ms: yield ms``."""
+    import pytest
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ms = (build or build_model_set)(root)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+            yield ms
+    finally:
+        torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from infer_helpers import ROOT, build_model_set, model_config, voice, write_generator
+from infer_helpers import ROOT, model_config, models_in_use, voice, write_generator
 from modules.cli import run_main
 
 sys.path.insert(0, str(ROOT))
@@ -21,13 +21,8 @@ SR = 44100
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ms = build_model_set(tmp_path_factory.mktemp("cli_models"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+    with models_in_use(tmp_path_factory.mktemp("cli_models")) as ms:
         yield ms
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from infer_helpers import SPEAKERS, build_model_set, model_config, voice, write_generator
+from infer_helpers import SPEAKERS, model_config, models_in_use, voice, write_generator
 from inference.infer_tool import Svc
 from modules.errors import AudioError, CheckpointError, ConfigError, MissingPretrainedError, SvcError
 
@@ -18,14 +18,8 @@ SR = 44100
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("infer_models")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead (and stall on a busy machine)
-    ms = build_model_set(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+    with models_in_use(tmp_path_factory.mktemp("infer_models")) as ms:
         yield ms
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

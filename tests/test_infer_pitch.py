@@ -6,9 +6,8 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
-from infer_helpers import build_model_set, song, voice
+from infer_helpers import models_in_use, song, voice
 from inference.infer_tool import Svc
 from inference.options import ConversionOptions, OptionError
 from modules.f0_file import read_f0_csv, write_f0_csv
@@ -19,18 +18,13 @@ SR = 44100
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ms = build_model_set(tmp_path_factory.mktemp("pitch_models"))
-    # bob sings one octave below the 220 Hz test voice; alice has no statistics
-    bob = SpeakerF0Stats(frames=1000, voiced_seconds=11.6, median_hz=110.0, p5_hz=90.0, p95_hz=140.0)
-    # carol's range holds the 220 Hz part of song() but not its 300 Hz tail
-    carol = SpeakerF0Stats(frames=1000, voiced_seconds=11.6, median_hz=220.0, p5_hz=200.0, p95_hz=245.0)
-    save_f0_stats(ms.config.parent / "f0_stats.json", {"bob": bob, "carol": carol})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+    with models_in_use(tmp_path_factory.mktemp("pitch_models")) as ms:
+        # bob sings one octave below the 220 Hz test voice; alice has no statistics
+        bob = SpeakerF0Stats(frames=1000, voiced_seconds=11.6, median_hz=110.0, p5_hz=90.0, p95_hz=140.0)
+        # carol's range holds the 220 Hz part of song() but not its 300 Hz tail
+        carol = SpeakerF0Stats(frames=1000, voiced_seconds=11.6, median_hz=220.0, p5_hz=200.0, p95_hz=245.0)
+        save_f0_stats(ms.config.parent / "f0_stats.json", {"bob": bob, "carol": carol})
         yield ms
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import export_model
-from infer_helpers import SPEAKERS, UNIT_DIM, build_model_set, model_config, write_generator
+from infer_helpers import SPEAKERS, UNIT_DIM, model_config, models_in_use, write_generator
 from modelfile import describe, export_model as export, is_model_file, load_model_file
 from modelfile.format import METADATA_KEY
 from modules.checkpoint import load_state_dict_checked, torch_load
@@ -29,14 +29,8 @@ HALF_REL_L2_BOUND = 1e-3
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("modelfile")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ms = build_model_set(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+    with models_in_use(tmp_path_factory.mktemp("modelfile")) as ms:
         yield ms
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

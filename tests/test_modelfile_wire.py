@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from infer_helpers import ROOT, SPEAKERS, build_model_set, voice
+from infer_helpers import ROOT, SPEAKERS, models_in_use, voice
 from modelfile import export_model as export, load_model_file
 from modules.cli import run_main
 from modules.errors import SvcError
@@ -26,13 +26,8 @@ SR = 44100
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ms = build_model_set(tmp_path_factory.mktemp("wire_models"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+    with models_in_use(tmp_path_factory.mktemp("wire_models")) as ms:
         yield ms
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

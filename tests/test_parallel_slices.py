@@ -62,16 +62,11 @@ def test_the_generator_is_per_thread():
 # --- Svc.convert(workers=...) --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    from infer_helpers import build_model_set
+    from infer_helpers import models_in_use
     from inference.infer_tool import Svc
 
-    root = tmp_path_factory.mktemp("parallel")
-    ms = build_model_set(root)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
-    torch.set_num_threads(1)
-    yield Svc(ms.g, ms.config, device="cpu", cluster_model_path=None)
-    mp.undo()
+    with models_in_use(tmp_path_factory.mktemp("parallel")) as ms:
+        yield Svc(ms.g, ms.config, device="cpu", cluster_model_path=None)
 
 
 def song2() -> np.ndarray:

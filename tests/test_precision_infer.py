@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from infer_helpers import build_model_set, voice
+from infer_helpers import models_in_use, voice
 from inference.infer_tool import Svc
 from inference.options import ConversionOptions, OptionError
 from modules.errors import SvcError
@@ -29,14 +29,8 @@ def snr_db(y: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("precision_models")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ms = build_model_set(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVC_PRETRAIN_DIR", str(ms.pretrain))
+    with models_in_use(tmp_path_factory.mktemp("precision_models")) as ms:
         yield ms
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import torch
 from modules.errors import SvcError
 from webui import callbacks as cb
 from inference.options import ConversionOptions
+from infer_helpers import models_in_use
 from webui_helpers import SPEAKERS, build_diffusion, build_tiny_models, write_song
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,14 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("webui_models")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: more threads only add overhead on a busy 2-core machine
-    tm = build_tiny_models(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVC_PRETRAIN_DIR", str(tm.pretrain))
+    with models_in_use(tmp_path_factory.mktemp("webui_models"), build_tiny_models) as tm:
         yield tm
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -5,27 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from inference.options import ConversionOptions
 from modules.errors import SvcError
 from modules.f0_stats import SpeakerF0Stats, save_f0_stats
 from webui import callbacks as cb
+from infer_helpers import models_in_use
 from webui_helpers import build_tiny_models, write_song
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    tm = build_tiny_models(tmp_path_factory.mktemp("webui_pitch_models"))
-    # alto sings one octave below write_song's 220 Hz voice
-    alto = SpeakerF0Stats(frames=500, voiced_seconds=5.8, median_hz=110.0, p5_hz=95.0, p95_hz=130.0)
-    save_f0_stats(tm.config.parent / "f0_stats.json", {"alto": alto})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVC_PRETRAIN_DIR", str(tm.pretrain))
+    with models_in_use(tmp_path_factory.mktemp("webui_pitch_models"), build_tiny_models) as tm:
+        # alto sings one octave below write_song's 220 Hz voice
+        alto = SpeakerF0Stats(frames=500, voiced_seconds=5.8, median_hz=110.0, p5_hz=95.0, p95_hz=130.0)
+        save_f0_stats(tm.config.parent / "f0_stats.json", {"alto": alto})
         yield tm
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
