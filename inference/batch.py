@@ -282,7 +282,7 @@ def convert_files(svc, job: Job, *, on_slice_done: Callable[[], None] | None = N
         if job.f0_files else [None] * len(paths)
     results = Path(job.results_dir)
     results.mkdir(parents=True, exist_ok=True)
-    svc.prepare(job.options)  # the precision's models and the f0 predictor, before the first file
+    svc.prepare(job.options, f0=not job.f0_files)  # the precision's models (and f0 predictor), before the first file
     written = []
     for name, path, tran, given in zip(job.inputs, paths, trans, curves):
         opts = job.options.replace(transpose=tran)

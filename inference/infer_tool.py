@@ -800,17 +800,19 @@ class Svc:
         return self.convert(y, in_sr, spk, opts, progress=progress, on_slice_done=on_slice_done, workers=workers,
                             set_threads=set_threads, slice_threads=slice_threads)
 
-    def prepare(self, options: ConversionOptions) -> None:
+    def prepare(self, options: ConversionOptions, *, f0: bool = True) -> None:
         """Make now what converting with ``options`` needs and is made on first use otherwise: the
-        synthesizer and speech encoder in ``options.precision`` (a bf16 copy, a bf16 encoder) and
-        the f0 predictor. Front ends call it after loading, so the first conversion does not pay
-        for it (about 3 s for bf16 on a 2-core CPU); converting without it gives the same audio."""
+        synthesizer and speech encoder in ``options.precision`` (a bf16 copy, a bf16 encoder) and,
+        with ``f0`` (False when the f0 curves are given), the f0 predictor. Front ends call it after
+        loading, so the first conversion does not pay for it (about 3 s for bf16 on a 2-core CPU);
+        converting without it gives the same audio."""
         if getattr(self, "net_g_ms", None) is not None:
             self.model_for(options.precision)
         if getattr(self, "hubert_model", None) is not None:
             self.encoder_for(options.precision)
-        self.f0_predictor(options.f0_predictor, options.cr_threshold, f0_min=options.f0_min, f0_max=options.f0_max,
-                          f0_repair=options.f0_repair)
+        if f0:
+            self.f0_predictor(options.f0_predictor, options.cr_threshold, f0_min=options.f0_min,
+                              f0_max=options.f0_max, f0_repair=options.f0_repair)
 
     def parallel_slices_possible(self, options: ConversionOptions) -> bool:
         """Whether slices can be converted on several threads with the same audio as one at a
@@ -1039,7 +1041,8 @@ class Svc:
             if parallel:
                 from concurrent.futures import ThreadPoolExecutor
 
-                self.prepare(options)  # made here, once, not by two threads on their first slice
+                # made here, once, not by two threads on their first slice
+                self.prepare(options, f0=not all(i in given for i, p in enumerate(pieces) if not p.silent))
                 previous_threads = set_threads(max(1, int(slice_threads)))
 
                 # Longest first: the last slices to start are short, so the workers finish together.

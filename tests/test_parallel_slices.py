@@ -241,3 +241,14 @@ def test_prepare_makes_what_the_options_need_before_the_first_conversion(svc):
     assert net.precision == "bf16"
     svc.convert(song2()[:44100 * 2], 44100, "bob", opts, progress=False)
     assert svc._models_by_precision["bf16"] is net and svc._encoders_by_precision["bf16"] is enc  # not made again
+
+
+def test_prepare_leaves_the_f0_predictor_alone_when_curves_are_given(svc):
+    """With F0 files (--f0_file) no predictor is needed, so missing predictor weights are no error."""
+    from inference.options import ConversionOptions
+    from modules.errors import SvcError
+
+    opts = ConversionOptions(f0_predictor="rmvpe")  # no rmvpe.pt in the tiny model set
+    with pytest.raises(SvcError, match="rmvpe"):
+        svc.prepare(opts)
+    svc.prepare(opts, f0=False)
