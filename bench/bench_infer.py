@@ -10,7 +10,8 @@ Two pipelines convert the same song with the same models:
 * ``ours``: ``Svc.slice_inference`` with inference_main.py's runtime profile (input resampled
   once, slices as arrays, synthesizer with weight norm folded, output preallocated, models loaded
   once, two slices at once on one thread each); ``ours-seq``: the same with ``--slice_workers 1``
-  (one slice at a time on both threads); ``ours-bf16``: ``--precision bf16``;
+  (one slice at a time on both threads); ``ours-bf16``: ``--precision bf16``; ``ours-bf16-seq``:
+  both;
 * ``41``: the 4.1 procedure emulated on the same components (the original cannot run here: it
   needs fairseq and torchaudio): the file re-read per slice list, every padded slice written to
   an in-memory 16-bit WAV and read back, resampled per slice, RMVPE in float16 on the CPU (as
@@ -179,9 +180,8 @@ def child(args) -> None:
 
         # inference_main.py's profile: huge-page re-exec, 2 threads, memory bounds, and two slices at
         # once on one thread each ("ours-seq": --slice_workers 1, one slice at a time on both threads)
-        # (--sections: one slice at a time too, since per-part process CPU time cannot tell threads apart)
-        profile = apply_inference_profile(threads=2, slice_workers=1 if args.pipeline == "ours-seq" or args.sections
-                                          else None)
+        # (--sections: parallel slices time their parts with per-thread CPU clocks)
+        profile = apply_inference_profile(threads=2, slice_workers=1 if args.pipeline.endswith("-seq") else None)
     import numpy as np  # noqa: F401
     import torch
 
@@ -198,7 +198,7 @@ def child(args) -> None:
     if profile is not None:  # as inference_main.py (convert_files) does before the first file
         from inference.options import ConversionOptions
 
-        svc.prepare(ConversionOptions(f0_predictor=args.f0, precision="bf16" if args.pipeline == "ours-bf16" else "fp32"))
+        svc.prepare(ConversionOptions(f0_predictor=args.f0, precision="bf16" if "bf16" in args.pipeline else "fp32"))
     if args.pipeline == "41":  # 4.1 had no memory bounds (glibc/oneDNN defaults)
         make_legacy(svc, args.f0)
     load_s = time.perf_counter() - t0
@@ -206,12 +206,15 @@ def child(args) -> None:
     from peak_rss import peak_rss_mb, reset_peak
 
     reset_peak()
-    sections = time_sections(svc, args.f0) if args.sections and args.pipeline != "ours-bf16" else None
+    sections = None
+    if args.sections:
+        sections = time_sections(svc, args.f0, precision="bf16" if "bf16" in args.pipeline else "fp32",
+                                 per_thread=profile is not None and profile.slice_workers > 1 and profile.slice_threads == 1)
     tiled = args.tiled and args.seconds == 300
     path = files["songs"][str(args.seconds) + ("tiled" if tiled else "")]
     c0, t1 = time.process_time(), time.perf_counter()
     if profile is not None:
-        extra = {"precision": "bf16"} if args.pipeline == "ours-bf16" else {}
+        extra = {"precision": "bf16"} if "bf16" in args.pipeline else {}
         out = svc.slice_inference(path, "a", 0, f0_predictor=args.f0, progress=False,
                                   on_slice_done=profile.on_slice_done, workers=profile.slice_workers,
                                   set_threads=profile.set_threads, slice_threads=profile.slice_threads, **extra)
@@ -230,32 +233,40 @@ def child(args) -> None:
           flush=True)
 
 
-def time_sections(svc, f0: str) -> dict[str, float]:
-    """Sum the process CPU time of the pipeline's parts during the conversion (method wrappers).
+def time_sections(svc, f0: str, *, precision: str = "fp32", per_thread: bool = False) -> dict[str, float]:
+    """Sum the CPU time of the pipeline's parts during the conversion (method wrappers).
 
     Parts: ``resample`` (model rate → 16 kHz for the encoder), ``encoder`` (speech encoder),
     ``f0`` (the predictor), ``prior`` (content + pitch embedding and the prior encoder ``enc_p``),
     ``flow`` (inverse flow), ``sine source`` and ``decoder`` (NSF-HiFiGAN, sine source excluded).
-    What remains of the total is slicing, volume, padding and copying."""
+    What remains of the total is slicing, volume, padding and copying. ``per_thread``: each part's
+    own thread's CPU time (right when slices run in parallel on one intra-op thread each, where
+    process time would count the other slice too); otherwise process CPU time (one slice at a
+    time, several intra-op threads). ``precision``: time the models of that precision."""
+    import threading
+
     import inference.infer_tool as it
 
     acc: dict[str, float] = {}
+    lock = threading.Lock()
+    clock = time.thread_time if per_thread else time.process_time
 
     def wrap(obj, attr, name):
         fn = getattr(obj, attr)
 
         def timed(*a, **k):
-            t0 = time.process_time()
+            t0 = clock()
             try:
                 return fn(*a, **k)
             finally:
-                acc[name] = acc.get(name, 0.0) + time.process_time() - t0
+                with lock:
+                    acc[name] = acc.get(name, 0.0) + clock() - t0
 
         setattr(obj, attr, timed)
 
-    net = svc.net_g_ms
+    net = svc.model_for(precision)
     wrap(it, "sinc_resample", "resample")
-    wrap(svc.hubert_model, "encoder", "encoder")
+    wrap(svc.encoder_for(precision), "encoder", "encoder")
     wrap(svc.f0_predictor(f0, 0.05), "compute_f0_uv", "f0")
     wrap(net.enc_p, "forward", "prior")
     wrap(net, "embed_content", "prior")
@@ -283,14 +294,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, nargs="+", default=[60, 300], choices=[20, 60, 300],
                     help="song length (20 s: a quick profile)")
     ap.add_argument("--f0", nargs="+", default=["rmvpe", "fcpe"])
-    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "ours-seq", "ours-bf16", "41"],
+    ap.add_argument("--pipelines", nargs="+", default=["ours", "41"], choices=["ours", "ours-seq", "ours-bf16", "ours-bf16-seq", "41"],
                     help="ours-bf16: ours with --precision bf16; ours-seq: ours with --slice_workers 1")
     ap.add_argument("--isa", choices=["native", "avx2"], default="native",
                     help="avx2: cap oneDNN/ATen at AVX2, as on a desktop CPU (see the module docstring)")
     ap.add_argument("--tiled", action="store_true",
                     help="for 300 s use the 60 s song five times (same slices; isolates growth with length)")
     ap.add_argument("--sections", action="store_true",
-                    help="report the CPU time of each part of the pipeline (ours then converts one slice at a time)")
+                    help="report the CPU time of each part of the pipeline (per-thread CPU time where slices run in "
+                         "parallel on one thread each, else process CPU time)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the pipelines this many times, alternately; the summary gives medians and the "
                          "median of the per-round ratios (each round's cases see about the same machine load)")

@@ -257,29 +257,85 @@ class Conv1dAs2d(nn.Module):
     1-D call, which makes the decoder's long, narrow convolutions about 2× faster on CPU; the
     result differs from the 1-D call only by float summation order. Weights are copied, so the
     module is for inference only (its state dict has 4-D weights, unlike 4.1 files).
+
+    Strided convolutions run in polyphase form (``polyphase``, CPU and GPU alike): oneDNN's strided
+    kernels cost ~50–180 ms *to create* for every new input length (a 5 s slice; measured with
+    ``ONEDNN_VERBOSE=profile_create``), about a third of a bf16 decode, while stride-1 kernels take
+    ~1 ms. The same sums in another arrangement (float summation order only):
+
+    * transposed, stride ``u``, kernel ``k = Q·u``: output sample ``u·b + ρ`` (before cropping the
+      padding) is ``Σ_q W[ρ + u·q]ᵀ x[b − q]``, i.e. a stride-1 convolution with ``u·C_out``
+      output channels (residue-major) and kernel ``Q``; in channels-last memory ``[B, N, u·C_out]``
+      is already ``[B, N·u, C_out]``, so interleaving the residues is a free view;
+    * one input channel, stride ``s``, kernel ``k``: the input cut into rows of ``s`` samples
+      (``[B, L/s, s]`` = ``s`` channels-last channels, a free view) convolved at stride 1 with
+      kernel ``⌈k/s⌉``, tap ``s·q + r`` of the original kernel at channel ``r``, offset ``q``.
     """
 
-    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d) -> None:
+    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d, *, polyphase: bool = True) -> None:
         super().__init__()
         if has_weight_norm(conv):
             raise ValueError("fold weight norm (remove_weight_norm) before converting a conv to 2-D")
+        if not isinstance(conv.padding[0], int):
+            raise ValueError(f"string padding {conv.padding!r} is not supported")
         self.transposed = isinstance(conv, nn.ConvTranspose1d)
-        w = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        self.register_buffer("weight", w)
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
         self.stride = (1, conv.stride[0])
         self.padding = (0, conv.padding[0])
         self.dilation = (1, conv.dilation[0])
         self.groups = conv.groups
         self.output_padding = (0, conv.output_padding[0]) if self.transposed else (0, 0)
-        if not isinstance(conv.padding[0], int):
-            raise ValueError(f"string padding {conv.padding!r} is not supported")
+        w = conv.weight.detach()
+        bias = None if conv.bias is None else conv.bias.detach().clone()
+        k, u = w.shape[-1], conv.stride[0]
+        plain = conv.groups != 1 or conv.dilation[0] != 1 or u == 1 or not polyphase
+        self.mode = "plain"
+        if not plain and self.transposed and k % u == 0 and conv.output_padding[0] == 0:
+            # W [C_in, C_out, Q·u] → W'' [u·C_out, C_in, 1, Q]: W''[ρ·C_out + c, :, 0, q'] = W[:, c, ρ + u·(Q−1−q')]
+            q = k // u
+            c_in, c_out = w.shape[0], w.shape[1]
+            taps = w.reshape(c_in, c_out, q, u).flip(2)                       # [C_in, C_out, q', ρ]
+            w = taps.permute(3, 1, 0, 2).reshape(u * c_out, c_in, 1, q)
+            bias = None if bias is None else bias.repeat(u)
+            self.mode, self.taps = "transposed", q
+        elif not plain and not self.transposed and w.shape[1] == 1:
+            # w [C_out, 1, k] → W' [C_out, s, 1, Q]: W'[c, r, 0, q] = w[c, 0, s·q + r] (0 beyond k)
+            q = -(-k // u)
+            w = F.pad(w[:, 0], (0, q * u - k)).reshape(w.shape[0], q, u).permute(0, 2, 1).unsqueeze(2)
+            self.mode, self.taps, self.kernel = "strided", q, k
+        else:
+            w = w.unsqueeze(2)
+        self.register_buffer("weight", w.contiguous(memory_format=torch.channels_last))
+        self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "transposed":
+            return self._transposed_polyphase(x)
+        if self.mode == "strided":
+            return self._strided_polyphase(x)
         if self.transposed:
             return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                                       self.groups, self.dilation)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _transposed_polyphase(self, x: torch.Tensor) -> torch.Tensor:
+        u, pad = self.stride[1], self.padding[1]
+        batch, length = x.shape[0], x.shape[-1]
+        y = F.conv2d(x, self.weight, self.bias, 1, (0, self.taps - 1))        # [B, u·C_out, 1, N] channels-last
+        c_out, n = y.shape[1] // u, y.shape[-1]
+        y = y.permute(0, 2, 3, 1).reshape(batch, 1, n * u, c_out).permute(0, 3, 1, 2)  # interleave (a view)
+        out_len = (length - 1) * u - 2 * pad + self.taps * u
+        y = y[..., pad:pad + out_len]
+        return y if y.is_contiguous(memory_format=torch.channels_last) else y.contiguous(memory_format=torch.channels_last)
+
+    def _strided_polyphase(self, x: torch.Tensor) -> torch.Tensor:
+        s, pad = self.stride[1], self.padding[1]
+        batch, length = x.shape[0], x.shape[-1]
+        n_out = (length + 2 * pad - self.kernel) // s + 1
+        rows = n_out + self.taps - 1
+        # the input padded by `pad` on the left and cut or zero-padded to `rows` rows of s samples
+        xp = F.pad(x.reshape(batch, length), (pad, rows * s - pad - length))
+        xr = xp.reshape(batch, 1, rows, s).permute(0, 3, 1, 2)                # [B, s, 1, rows] channels-last view
+        return F.conv2d(xr, self.weight, self.bias)
 
 
 def convs_to_2d(root: nn.Module) -> nn.Module:
