@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     from modules.runtime import apply_inference_profile
 
     # Interactive: a passive OpenMP wait policy keeps blocks on time when other programs run.
-    # Memory bounds as the converter had them before (fixed block shapes: nothing to trim per block).
-    apply_inference_profile(threads=args.threads, interactive=True, reexec=False)
+    # Fixed block shapes: oneDNN's primitive cache stays on (one set of primitives, reused every block).
+    apply_inference_profile(threads=args.threads, interactive=True, reexec=False, fixed_shapes=True)
 
     from inference.realtime import RealtimeSettings, load_settings
 

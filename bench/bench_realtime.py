@@ -197,9 +197,13 @@ def main() -> None:
     ap.add_argument("--work", default=os.environ.get("SVC_BENCH_DIR", "/tmp/svc_bench_realtime"))
     args = ap.parse_args()
 
+    from modules.runtime import apply_inference_profile
+
+    # gui.py's process set-up: bounded heap, oneDNN's primitive cache kept (fixed block shapes),
+    # passive OpenMP wait unless OMP_WAIT_POLICY is set
+    apply_inference_profile(threads=args.threads, interactive=True, reexec=False, fixed_shapes=True)
     import torch
 
-    torch.set_num_threads(args.threads)
     files = prepare(Path(args.work))
     os.environ["SVC_PRETRAIN_DIR"] = files["pretrain"]
     from inference.infer_tool import Svc

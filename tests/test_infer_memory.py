@@ -81,6 +81,30 @@ def test_bound_native_memory_caps_the_onednn_cache_and_keeps_a_user_value():
     assert out.stdout.strip() == "16"
 
 
+def test_fixed_shapes_keep_the_onednn_cache_but_bound_the_heap():
+    # realtime (gui.py): the same block shapes every time, so oneDNN's cache is reused, not grown
+    code = ("import os; from modules import runtime; p = runtime.apply_inference_profile(reexec=False, "
+            "interactive=True, fixed_shapes=True); "
+            "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), p.on_slice_done is runtime.release_free_memory)")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "True"]
+
+
+def test_gui_keeps_the_primitive_cache_and_the_offline_scripts_do_not():
+    import ast
+
+    def keywords(script):
+        tree = ast.parse((ROOT / f"{script}.py").read_text(encoding="utf-8"))
+        call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                    and getattr(n.func, "id", "") == "apply_inference_profile")
+        return {k.arg: getattr(k.value, "value", None) for k in call.keywords}
+
+    assert keywords("gui")["fixed_shapes"] is True
+    for script in ("inference_main", "webUI"):
+        assert "fixed_shapes" not in keywords(script)
+
+
 # Prints the tunables seen by the process after the (possible) re-exec, and the argument list.
 REEXEC = ("import os; from modules import runtime as memory; print('start', flush=True); memory.exec_with_huge_pages(); "
           "print(os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
