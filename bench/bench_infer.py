@@ -193,7 +193,8 @@ def child(args) -> None:
 
     t0 = time.perf_counter()
     svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None,
-              mrf_chunk=profile.decoder_mrf_chunk() if profile else None)
+              mrf_chunk=(args.mrf_chunk if args.mrf_chunk == "auto" else int(args.mrf_chunk)) if profile and args.mrf_chunk
+              else profile.decoder_mrf_chunk() if profile else None)
     svc.f0_predictor(args.f0, 0.05)
     if profile is not None:  # as inference_main.py (convert_files) does before the first file
         from inference.options import ConversionOptions
@@ -298,6 +299,8 @@ def main() -> None:
                     help="ours-bf16: ours with --precision bf16; ours-seq: ours with --slice_workers 1")
     ap.add_argument("--isa", choices=["native", "avx2"], default="native",
                     help="avx2: cap oneDNN/ATen at AVX2, as on a desktop CPU (see the module docstring)")
+    ap.add_argument("--mrf-chunk", default=None,
+                    help="ours: the decoder's residual-block chunking (0 or auto) instead of the profile's choice")
     ap.add_argument("--tiled", action="store_true",
                     help="for 300 s use the 60 s song five times (same slices; isolates growth with length)")
     ap.add_argument("--sections", action="store_true",
@@ -329,6 +332,7 @@ def main() -> None:
                                        for k in range(args.rounds) for p in args.pipelines):
         cmd = [sys.executable, __file__, "--child", "--pipeline", pipeline, "--f0", f0, "--seconds",
                str(seconds), "--files", json.dumps(files), *(["--tiled"] if args.tiled else []),
+               *(["--mrf-chunk", args.mrf_chunk] if args.mrf_chunk is not None else []),
                *(["--sections"] if args.sections else []), "--out",
                str(work / f"out_{pipeline}_{f0}_{seconds}{'_tiled' if args.tiled else ''}.wav")]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)

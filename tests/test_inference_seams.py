@@ -1,10 +1,11 @@
 """Seams of the inference refactor (issue 18): outputs recorded before it are reproduced.
 
 Tolerance: the references were made on this machine with one thread and are reproduced bit for
-bit there (checked when they were recorded and after the refactor). The assertion allows 1e-6 of
-the peak, because another CPU may pick other SIMD kernels for the same float32 convolutions; a
-real change of the path (another noise draw, phase, window or resampling) moves samples by
-1e-3 or more.
+bit there (checked when they were recorded and after the refactor). The assertion allows 1e-5 of
+the peak, because another CPU may pick other SIMD kernels for the same float32 convolutions, and
+since issue 25 the inference decoder sums its strided convolutions in another order (polyphase
+form: 1.5e-6 of the peak measured on ``direct_pm``); a real change of the path (another noise
+draw, phase, window or resampling) moves samples by 1e-3 or more.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from reference_helpers import REALTIME_CASES, REALTIME_REF, SYNTH_CASES, SYNTH_REF, realtime_models, \
     realtime_outputs, synth_outputs
 
-REL = 1e-6
+REL = 1e-5
 
 
 def _assert_close(name: str, got: np.ndarray, ref: np.ndarray) -> None:
