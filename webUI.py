@@ -39,10 +39,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # Interactive: OpenMP threads sleep between regions, so other load does not stall the page.
     # The huge-page re-exec repeats this process's command line: only when main() runs it.
-    profile = apply_inference_profile(threads=args.threads, interactive=True, reexec=argv is None)
+    # Parallel slices as inference_main.py (one intra-op thread each: no waits at OpenMP barriers).
+    profile = apply_inference_profile(threads=args.threads, interactive=True, reexec=argv is None, slice_workers=None)
     from webui.app import build_app, launch
 
-    launch(build_app(on_slice_done=profile.on_slice_done), host=args.host, port=args.port, share=args.share)
+    launch(build_app(on_slice_done=profile.on_slice_done, slice_workers=profile.slice_workers,
+                     set_threads=profile.set_threads, slice_threads=profile.slice_threads),
+           host=args.host, port=args.port, share=args.share)
     return 0
 
 

@@ -174,6 +174,32 @@ def test_convert_settings_reach_the_pipeline(svc, song, tmp_path):
     np.testing.assert_array_equal(sf.read(again.path)[0], a)
 
 
+def test_convert_runs_parallel_slices_with_the_profile_settings(svc, song, tmp_path):
+    # webUI.py hands its runtime profile's parallel-slice settings to every conversion; the audio
+    # is the one-slice-at-a-time audio up to float rounding (docs/compatibility.md, "Parallel slices")
+    import torch
+
+    threads = []
+
+    def hook(n):
+        threads.append(n)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(n)
+        return previous
+
+    y, sr = sf.read(song, dtype="float32")
+    phrases = tmp_path / "two phrases.wav"  # two voiced slices (the slicer keeps slices ≥ 5 s)
+    phrase = np.tile(y, (6, 1))
+    sf.write(phrases, np.concatenate([phrase, np.zeros((sr, y.shape[1]), np.float32), phrase]), sr)
+    one = cb.convert_file(svc, phrases, "tenor", output_format="flac", results_dir=tmp_path / "one")
+    two = cb.convert_file(svc, phrases, "tenor", output_format="flac", results_dir=tmp_path / "two",
+                          workers=2, set_threads=hook, slice_threads=1)
+    assert threads and threads[0] == 1  # the workers ran on one intra-op thread each
+    a, b = sf.read(one.path, dtype="float32")[0], sf.read(two.path, dtype="float32")[0]
+    assert a.shape == b.shape and np.abs(a).max() > 1e-3
+    assert np.abs(a - b).max() <= 2 / 2 ** 15  # FLAC is 16-bit: at most a rounding step apart
+
+
 def test_convert_errors_are_readable(svc, song, tmp_path, models):
     with pytest.raises(SvcError, match="no model is loaded"):
         cb.convert_file(None, song, "alto", results_dir=tmp_path)

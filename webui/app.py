@@ -89,25 +89,27 @@ def on_unload(svc):
     return None, gr.update(choices=[], value=None), msg
 
 
-def _conversion(svc, audio, speaker, values: dict[str, Any], results_dir, progress, on_slice_done=None,
+def _conversion(svc, audio, speaker, values: dict[str, Any], results_dir, progress, run: dict | None = None,
                 f0_file=None) -> cb.Conversion:
+    """``run``: the script's runtime keywords for :meth:`Svc.convert` (``on_slice_done``, ``workers``,
+    ``set_threads``, ``slice_threads``; see :func:`build_app`)."""
     options, output_format = cb.settings_from_ui(values)
     curve = pt.read_curve(svc, f0_file)  # bad rows are named before converting
     progress(0, desc="Reading audio")
     return cb.convert_file(svc, audio, speaker, options, output_format=output_format, results_dir=results_dir,
                            on_start=lambda s: progress(0, desc=f"Converting {s:.1f} s of audio"),
-                           on_slice_done=on_slice_done, f0_curve=curve)
+                           f0_curve=curve, **(run or {}))
 
 
-def _convert(svc, audio, speaker, values: dict[str, Any], results_dir, progress, on_slice_done=None):
-    result = _conversion(svc, audio, speaker, values, results_dir, progress, on_slice_done)
+def _convert(svc, audio, speaker, values: dict[str, Any], results_dir, progress, run: dict | None = None):
+    result = _conversion(svc, audio, speaker, values, results_dir, progress, run)
     return result.message, str(result.path), str(result.path)
 
 
-def _convert_with_pitch(svc, audio, speaker, values: dict[str, Any], results_dir, progress, on_slice_done=None,
+def _convert_with_pitch(svc, audio, speaker, values: dict[str, Any], results_dir, progress, run: dict | None = None,
                         f0_file=None):
     """:func:`_convert` plus the pitch panel's outputs (plot, text, F0 CSV, suggested key; webui.pitch)."""
-    result = _conversion(svc, audio, speaker, values, results_dir, progress, on_slice_done, f0_file)
+    result = _conversion(svc, audio, speaker, values, results_dir, progress, run, f0_file)
     panel = pt.pitch_panel(svc, result.f0, speaker, result.path)
     return (result.message, str(result.path), str(result.path), panel.image, panel.markdown,
             str(panel.csv_path) if panel.csv_path else None, panel.suggested)
@@ -288,12 +290,16 @@ def _compression_tab() -> SimpleNamespace:
 def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
               trained_dir: str | os.PathLike = cb.TRAINED_DIR,
               on_slice_done: Callable[[], None] | None = None,
-              dataset_dir: str | os.PathLike = sc.DATASET_DIR) -> gr.Blocks:
+              dataset_dir: str | os.PathLike = sc.DATASET_DIR, slice_workers: int = 1,
+              set_threads: Callable[[int], int] | None = None, slice_threads: int = 1) -> gr.Blocks:
     """The web UI as a ``gr.Blocks`` (not launched). Outputs go to ``results_dir``; local models
     are listed from ``trained_dir`` (both relative to the working directory by default, as 4.1).
-    ``on_slice_done`` goes to every conversion (``webUI.py`` passes its runtime profile's hook).
+    ``on_slice_done`` goes to every conversion (``webUI.py`` passes its runtime profile's hook), and
+    so do the parallel-slice settings ``slice_workers`` / ``set_threads`` / ``slice_threads``
+    (:meth:`Svc.convert`'s ``workers`` / ``set_threads`` / ``slice_threads``; 1 slice at a time by default).
     The result panel takes target-speaker clips from ``dataset_dir/<speaker>/`` (``webui.scores``)."""
     results_dir, trained_dir = Path(results_dir), Path(trained_dir)
+    run = dict(on_slice_done=on_slice_done, workers=slice_workers, set_threads=set_threads, slice_threads=slice_threads)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         svc_state = gr.State(None, delete_callback=_free)  # this session's model (an Svc) or None
         source_state = gr.State("upload")                  # which model tab is open: "upload" / "local"
@@ -332,7 +338,7 @@ def build_app(*, results_dir: str | os.PathLike = cb.RESULTS_DIR,
             # Inputs come as a set, so Gradio passes {component: value}.
             values = {name: data[c] for name, c in controls.items()}
             return _convert_with_pitch(data[svc_state], data[conv.input_audio], data[model.speaker], values,
-                                       results_dir, progress, on_slice_done, data[conv.pitch.upload])
+                                       results_dir, progress, run, data[conv.pitch.upload])
 
         converted = conv.convert_btn.click(on_convert, {svc_state, conv.input_audio, model.speaker, conv.pitch.upload,
                                                         *controls.values()},

@@ -340,13 +340,15 @@ def convert_file(svc: Any, audio_path: str | os.PathLike | None, speaker: str | 
                  results_dir: str | os.PathLike = RESULTS_DIR,
                  on_start: Callable[[float], None] | None = None,
                  on_slice_done: Callable[[], None] | None = None,
-                 f0_curve: tuple[Any, Any] | None = None) -> Conversion:
+                 f0_curve: tuple[Any, Any] | None = None, workers: int = 1,
+                 set_threads: Callable[[int], int] | None = None, slice_threads: int = 1) -> Conversion:
     """Convert an uploaded file (any soundfile format, mono or stereo, any rate) for ``speaker``
     and write it under ``results_dir`` with 4.1's web-UI name (an existing file is kept: the new
     one gets a numeric suffix). ``options`` default to :func:`web_defaults`. ``on_start(duration_s)``
     is called once the audio is read (the app uses it for its progress display); ``on_slice_done``
-    goes to :meth:`Svc.convert` (the script's runtime hook), and so does ``f0_curve`` (an uploaded
-    F0 file's curve, used instead of predicting). The result holds the f0 curve used."""
+    goes to :meth:`Svc.convert` (the script's runtime hook), and so do ``f0_curve`` (an uploaded
+    F0 file's curve, used instead of predicting) and the parallel-slice settings ``workers``,
+    ``set_threads``, ``slice_threads`` (the script's runtime profile). The result holds the f0 curve used."""
     options = web_defaults() if options is None else options
     output_format = check_output_format(output_format)
     if svc is None or getattr(svc, "hubert_model", None) is None:
@@ -366,7 +368,8 @@ def convert_file(svc: Any, audio_path: str | os.PathLike | None, speaker: str | 
         on_start(seconds)
     t0 = time.perf_counter()
     used = []
-    audio = svc.convert(y, sr, speaker, options, on_slice_done=on_slice_done, f0_curve=f0_curve, on_f0=used.append)
+    audio = svc.convert(y, sr, speaker, options, on_slice_done=on_slice_done, f0_curve=f0_curve, on_f0=used.append,
+                        workers=workers, set_threads=set_threads, slice_threads=slice_threads)
     elapsed = time.perf_counter() - t0
     out = unique_path(Path(results_dir) / output_file_name(
         Path(audio_path).stem, speaker=speaker, tran=options.transpose, auto_predict_f0=options.auto_predict_f0,

@@ -340,7 +340,8 @@ class Generator(nn.Module):
         length = x.shape[-1]
         chunk = self._mrf_chunk
         if chunk == "auto":
-            chunk = max(8192, (1 << 20) // x.shape[1]) if x.device.type == "cpu" else 0
+            # 4 MiB whatever the precision (bf16 chunks hold twice the samples of fp32 ones)
+            chunk = max(8192, (4 << 20) // (x.shape[1] * x.element_size())) if x.device.type == "cpu" else 0
         halo = self._mrf_halo
         if not (self.conv2d and inplace) or chunk <= 0 or length <= chunk + 2 * halo:
             xs = blocks[0](x)
