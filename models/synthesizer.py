@@ -421,13 +421,17 @@ class SynthesizerTrn(nn.Module):
         return self.flow(z_p, x_mask, g=g, reverse=True)
 
     def decode(self, z: torch.Tensor, f0: torch.Tensor, g: torch.Tensor,
-               source: HarmonicSource | None = None) -> torch.Tensor:
+               source: HarmonicSource | None = None, keep: tuple[int, int] | None = None) -> torch.Tensor:
         """Decoder: ``z [B, inter, T]``, ``f0 [B, T]`` Hz, speaker ``g`` → audio ``[B, 1, T·hop]``.
 
         ``source`` is the harmonic-source strategy (:mod:`vdecoder.hifigan.sources`); default the
         decoder's own (sample rate). Decoding a window ``z[:, :, i:]`` gives the full decode's
-        samples away from its left edge when the source's phase is carried to frame ``i``."""
-        return self.dec(z, g=g, f0=f0, source=source)
+        samples away from its left edge when the source's phase is carried to frame ``i``.
+        ``keep=(a, b)``: only frames ``[a, b)`` are wanted (the rest is zero; the decoder then
+        skips what those frames do not depend on, see ``Generator.forward``)."""
+        if keep is None:
+            return self.dec(z, g=g, f0=f0, source=source)
+        return self.dec(z, g=g, f0=f0, source=source, keep=keep)
 
     def decode_range(self, z: torch.Tensor, f0: torch.Tensor, g: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Decoder output of frames ``[start, stop)`` only (audio ``[B, 1, T·hop]``, zero outside
@@ -444,7 +448,7 @@ class SynthesizerTrn(nn.Module):
         hop = self.dec.upp
         source = SourceWindow(self.dec.default_source(), f0, lo)
         gw = g[..., lo:hi] if g.shape[-1] > 1 else g
-        y = self.decode(z[..., lo:hi], f0[:, lo:hi], gw, source=source)
+        y = self.decode(z[..., lo:hi], f0[:, lo:hi], gw, source=source, keep=(int(start) - lo, int(stop) - lo))
         out = y.new_zeros(y.shape[0], 1, T * hop)
         out[..., lo * hop:hi * hop] = y
         return out

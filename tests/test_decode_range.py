@@ -96,3 +96,51 @@ def test_svc_slices_skip_their_padding_with_the_same_audio(tmp_path, monkeypatch
     monkeypatch.setattr(SynthesizerTrn, "decode_range", counting)
     svc.convert(y, 44100, "bob", ConversionOptions(loudness_envelope_adjustment=0.5), progress=False)
     assert calls == []
+
+
+@pytest.mark.parametrize("conv2d", [False, True])
+def test_decoder_keep_computes_only_what_the_kept_frames_need(conv2d):
+    # Generator.forward(keep=(a, b)): each stage is cut to what frames [a, b) still depend on;
+    # those frames equal the full decode, the rest is zero
+    dec = build_mini(vocoder_name="nsf-hifigan").for_inference(conv2d=conv2d).dec
+    T, upp = 90, dec.upp
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, dec.h["inter_channels"], T, generator=g)
+    f0 = 150 + 100 * torch.rand(1, T, generator=g)
+    spk = torch.randn(1, dec.h["gin_channels"], 1, generator=g)
+    reach = dec._stage_reach()
+    assert reach[0] < receptive_radius_frames(dec) and all(r > 0 for r in reach)
+    cropped = []
+    real = dec._crop
+
+    def spy(x, start, a, b, rate, r):
+        out, lo = real(x, start, a, b, rate, r)
+        cropped.append(out.shape[-1] < x.shape[-1])
+        return out, lo
+
+    dec._crop = spy
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        ref = dec(z, f0, spk)
+        for a, b in ((30, 90), (0, 40), (17, 61), (44, 45)):
+            cropped.clear()
+            torch.manual_seed(0)
+            y = dec(z, f0, spk, keep=(a, b))
+            assert y.shape == ref.shape and any(cropped)
+            assert rel_l2(y[..., a * upp:b * upp], ref[..., a * upp:b * upp]) < 1e-6
+            assert not y[..., :a * upp].any() and not y[..., b * upp:].any()
+
+
+def test_snake_decoder_keep_decodes_whole():
+    dec = build_mini(vocoder_name="nsf-snake-hifigan").for_inference().dec
+    assert not dec.supports_keep
+    T, upp = 40, dec.upp
+    z = torch.randn(1, dec.h["inter_channels"], T)
+    f0 = torch.full((1, T), 200.0)
+    spk = torch.randn(1, dec.h["gin_channels"], 1)
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        ref = dec(z, f0, spk)
+        torch.manual_seed(0)
+        y = dec(z, f0, spk, keep=(10, 30))
+    assert torch.equal(y[..., 10 * upp:30 * upp], ref[..., 10 * upp:30 * upp]) and not y[..., :10 * upp].any()

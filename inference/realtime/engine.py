@@ -164,6 +164,7 @@ class RealtimeEngine(BlockProcessor):
         elif svc.enhancer is not None:
             post = 18
         self.margin_frames = decoder_radius_frames(self.dec) + post
+        self.post_frames = post
         self.context_frames = int(round(settings.feature_context * sr / hop))
         self.unit_dim = int(net.ssl_dim)
         self.inter = int(net.enc_p.out_channels)
@@ -237,7 +238,7 @@ class RealtimeEngine(BlockProcessor):
                 self.skipped_blocks += 1
                 self._phase.start(self.frames_seen - T + d0, f0_t[d0:])
                 return np.zeros(D * hop, np.float32)
-            audio = self._synthesize(d0, f0_t, vol)
+            audio = self._synthesize(d0, f0_t, vol, keep_from=max(0, D - out_frames - self.post_frames))
         n = D * hop
         if audio.shape[0] < n:   # post-processing vocoders may return a frame less; pad the start
             audio = F.pad(audio, (n - audio.shape[0], 0))
@@ -287,9 +288,10 @@ class RealtimeEngine(BlockProcessor):
         mask = F.max_pool1d(mask[None, None], kernel_size=GATE_DILATION, stride=1, padding=GATE_DILATION // 2)
         return F.interpolate(mask, size=self.buffer_frames * self.hop, mode="linear")[0, 0]
 
-    def _synthesize(self, d0: int, f0_t: np.ndarray, vol: torch.Tensor) -> torch.Tensor:
+    def _synthesize(self, d0: int, f0_t: np.ndarray, vol: torch.Tensor, keep_from: int = 0) -> torch.Tensor:
         """The synthesizer's stages (as ``SynthesizerTrn.infer``) over the buffer, with the kept
-        per-frame noise ε; the decoder over frames [d0, T) only → audio ``[(T − d0)·hop]``."""
+        per-frame noise ε; the decoder over frames [d0, T) only → audio ``[(T − d0)·hop]``, of which
+        the first ``keep_from`` frames (the decoder's receptive margin, never played) are zero."""
         s, svc, net, dev = self.settings, self.svc, self.net, self.dev
         T = self.buffer_frames
         s0 = d0 if s.skip_safe_zone else 0
@@ -311,7 +313,8 @@ class RealtimeEngine(BlockProcessor):
         i = d0 - s0
         f0_dec = f0[:, i:]
         self._phase.start(self.frames_seen - T + d0, f0_dec[0].float().cpu().numpy())
-        audio = net.decode(z[:, :, i:], f0_dec, g, source=self._phase.source())[0, 0].float()
+        audio = net.decode(z[:, :, i:], f0_dec, g, source=self._phase.source(),
+                           keep=(keep_from, T - d0))[0, 0].float()
         f0_dec, c_dec, vol_dec = f0_dec.float(), c[:, :, i:].float(), vol_t[:, i:].float()
         if svc.shallow_diffusion:
             mel = svc.vocoder.extract(audio[None, :], self.sample_rate)

@@ -297,9 +297,25 @@ class Generator(nn.Module):
         return har_source.transpose(1, 2)
 
     def forward(self, x: torch.Tensor, f0: torch.Tensor, g: torch.Tensor | None = None,
-                source: HarmonicSource | None = None) -> torch.Tensor:
+                source: HarmonicSource | None = None, keep: tuple[int, int] | None = None) -> torch.Tensor:
         """``x [B, inter, T]``, ``f0 [B, T]`` Hz, ``g [B, gin, 1 or T]``, ``source`` strategy
-        (default :meth:`default_source`) → audio ``[B, 1, T·upp]``."""
+        (default :meth:`default_source`) → audio ``[B, 1, T·upp]``.
+
+        ``keep=(a, b)``: only frames ``[a, b)`` of the output are wanted (the rest is the caller's
+        receptive margin, cut off afterwards). Every stage then computes only the samples those
+        frames still depend on (:meth:`_stage_reach`): the margin shrinks stage by stage instead of
+        being carried at every rate. Frames ``[a, b)`` equal the full decode up to float rounding;
+        the rest of the output is zero."""
+        T = x.shape[-1]
+        if keep is not None:
+            a, b = max(0, int(keep[0])), min(T, int(keep[1]))
+            if not self.supports_keep or (a == 0 and b == T) or b <= a:
+                y = self.forward(x, f0, g, source)
+                if b <= a:
+                    return y.new_zeros(y.shape)
+                y[..., :a * self.upp] = 0
+                y[..., b * self.upp:] = 0
+                return y
         har_source = self.harmonic_source(f0, source).to(x.dtype)
         if self.conv2d:
             # Inference layout [B, C, 1, L] channels-last (inference-ready copies, see for_inference).
@@ -310,17 +326,64 @@ class Generator(nn.Module):
         inplace = not torch.is_grad_enabled()
         x = self.conv_pre(x)
         x = x + self.cond(g)
+        rate, start = 1, 0  # samples per frame at this stage; the first sample x holds (stage samples)
+        if keep is not None:
+            x, start = self._crop(x, start, a, b, rate, self._stage_reach()[0])
         for i in range(self.num_upsamples):
             x = self._stage_activation(i, x)
             x = self.ups[i](x)
+            rate *= int(self.h["upsample_rates"][i])
+            start *= int(self.h["upsample_rates"][i])
             source = self.noise_convs[i](har_source)
+            if keep is not None:
+                source = source[..., start:start + x.shape[-1]]
+                x = x[..., :source.shape[-1]]
             x = x.add_(source) if inplace else x + source
+            if keep is not None:
+                x, start = self._crop(x, start, a, b, rate, self._stage_reach()[i + 1])
             x = self._mrf(i, x, inplace)
         x = self._post_activation(x)
         x = self.conv_post(x)
         if self.conv2d:
             x = x.squeeze(2)
-        return torch.tanh(x)
+        x = torch.tanh(x)
+        if keep is None:
+            return x
+        out = x.new_zeros(x.shape[0], 1, T * rate)
+        lo, hi = a * rate, b * rate
+        out[..., lo:hi] = x[..., lo - start:hi - start]
+        return out
+
+    supports_keep = True  # the snake variant's anti-aliasing filters widen every stage: it decodes whole
+
+    def _stage_reach(self) -> list[int]:
+        """Samples, at each crop point's rate, that the kept output still depends on beyond the kept
+        range: index 0 before the first upsampling (frames), i ≥ 1 before stage i's residual blocks.
+        From the last stage back: conv_post (kernel 7) reaches 3 samples; a stage's residual blocks
+        add their halo; the transposed conv into a stage needs ⌈k/u⌉ input samples plus what its
+        output needs, divided by u. One sample of slack per stage."""
+        rates = [int(u) for u in self.h["upsample_rates"]]
+        kernels = [int(k) for k in self.h["upsample_kernel_sizes"]]
+        reach = [0] * (len(rates) + 1)
+        after = 3 + 1                                  # conv_post, at the last stage's rate
+        for i in range(len(rates) - 1, -1, -1):
+            reach[i + 1] = after + self._mrf_halo       # before stage i's residual blocks
+            after = -(-reach[i + 1] // rates[i]) + -(-kernels[i] // rates[i]) + 1
+        reach[0] = after
+        return reach
+
+    @staticmethod
+    def _crop(x: torch.Tensor, start: int, a: int, b: int, rate: int, reach: int) -> tuple[torch.Tensor, int]:
+        """``x`` (holding stage samples ``[start, start + len)``) cut to what frames ``[a, b)``
+        depend on at this stage: ``[a·rate − reach, b·rate + reach)`` → ``(x, new start)``."""
+        lo = max(start, a * rate - reach)
+        hi = min(start + x.shape[-1], b * rate + reach)
+        if lo == start and hi == start + x.shape[-1]:
+            return x, start
+        x = x[..., lo - start:hi - start]
+        if x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, lo
 
     # mrf_chunk "auto": chunks of 4 MiB of activations (at least 8192 samples, ~7 per stage at
     # 44.1 kHz), so the ~30 elementwise passes per stage mostly hit the cache (CPU only; whether it

@@ -178,6 +178,7 @@ class Generator(_NsfGenerator):
 
     uv_noise = True
     supports_conv2d = False  # the anti-aliasing filters work on [B, C, L] only
+    supports_keep = False    # and widen every stage's reach (forward(keep=) decodes whole)
 
     def _make_resblock(self, key: str, ch: int, k: int, d, *, stage: int) -> nn.Module:
         return SNAKE_RESBLOCKS[key](ch, k, d)
