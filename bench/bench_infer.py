@@ -172,6 +172,16 @@ def make_legacy(svc, f0p: str):
         pred.dtype = torch.float16
 
 
+def mrf_chunk(flag: str | None, profile):
+    """``Svc(mrf_chunk=)`` for a child: the ``--mrf-chunk`` flag (``auto`` or a sample count), else
+    the runtime profile's choice (ours), else None (4.1: ``Svc`` decides)."""
+    if profile is None:
+        return None
+    if flag is None:
+        return profile.decoder_mrf_chunk()
+    return flag if flag == "auto" else int(flag)
+
+
 def child(args) -> None:
     ours = args.pipeline.startswith("ours")
     profile = None
@@ -193,8 +203,7 @@ def child(args) -> None:
 
     t0 = time.perf_counter()
     svc = Svc(files["g"], files["config"], device="cpu", cluster_model_path=None,
-              mrf_chunk=(args.mrf_chunk if args.mrf_chunk == "auto" else int(args.mrf_chunk)) if profile and args.mrf_chunk
-              else profile.decoder_mrf_chunk() if profile else None)
+              mrf_chunk=mrf_chunk(args.mrf_chunk, profile))
     svc.f0_predictor(args.f0, 0.05)
     if profile is not None:  # as inference_main.py (convert_files) does before the first file
         from inference.options import ConversionOptions

@@ -23,7 +23,7 @@ from modules.modules import fold_weight_norm, inference_copy
 from modules.precision import precision_dtype, precision_name
 from vdecoder.hifigan.models import Generator as NsfHifiganGenerator
 from vdecoder.hifigan.models import MrfChunk, receptive_radius_frames
-from vdecoder.hifigan.sources import HarmonicSource, SourceWindow
+from vdecoder.hifigan.sources import HarmonicSource
 from vdecoder.hifiganwithsnake.models import Generator as NsfSnakeHifiganGenerator
 
 log = logging.getLogger(__name__)
@@ -429,29 +429,20 @@ class SynthesizerTrn(nn.Module):
         samples away from its left edge when the source's phase is carried to frame ``i``.
         ``keep=(a, b)``: only frames ``[a, b)`` are wanted (the rest is zero; the decoder then
         skips what those frames do not depend on, see ``Generator.forward``)."""
-        if keep is None:
-            return self.dec(z, g=g, f0=f0, source=source)
         return self.dec(z, g=g, f0=f0, source=source, keep=keep)
 
     def decode_range(self, z: torch.Tensor, f0: torch.Tensor, g: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Decoder output of frames ``[start, stop)`` only (audio ``[B, 1, T·hop]``, zero outside
-        ``[start − R, stop + R)`` frames, R = the decoder's receptive radius): the same samples as
-        :meth:`decode` there, up to float rounding (the harmonic source is computed over the whole
-        slice and windowed: :class:`~vdecoder.hifigan.sources.SourceWindow`). For callers that cut
-        padding off the output (``Svc``'s slices), so the padding is not decoded. Decoders that draw
-        noise of the output's shape (the snake variant) decode whole."""
-        T = z.shape[-1]
+        them): the same samples as :meth:`decode` there, up to float rounding — :meth:`decode` with
+        ``keep``, so the decoder skips what those frames do not depend on. For callers that cut
+        padding off the output (``Svc``'s slices). Where the range reaches both ends within the
+        receptive radius, or for decoders that cannot skip (the snake variant, which draws noise of
+        the output's shape), this is the whole decode."""
+        start, stop = int(start), int(stop)
         radius = receptive_radius_frames(self.dec)
-        lo, hi = max(0, int(start) - radius), min(T, int(stop) + radius)
-        if (lo == 0 and hi == T) or self.dec.uv_noise or hi <= lo:
+        if (start - radius <= 0 and stop + radius >= z.shape[-1]) or stop <= start or not self.dec.supports_keep:
             return self.decode(z, f0, g)
-        hop = self.dec.upp
-        source = SourceWindow(self.dec.default_source(), f0, lo)
-        gw = g[..., lo:hi] if g.shape[-1] > 1 else g
-        y = self.decode(z[..., lo:hi], f0[:, lo:hi], gw, source=source, keep=(int(start) - lo, int(stop) - lo))
-        out = y.new_zeros(y.shape[0], 1, T * hop)
-        out[..., lo * hop:hi * hop] = y
-        return out
+        return self.decode(z, f0, g, keep=(start, stop))
 
     @torch.no_grad()
     def infer(self, c: torch.Tensor, f0: torch.Tensor, uv: torch.Tensor, g: torch.Tensor | None = None,

@@ -302,7 +302,9 @@ class Generator(nn.Module):
         (default :meth:`default_source`) → audio ``[B, 1, T·upp]``.
 
         ``keep=(a, b)``: only frames ``[a, b)`` of the output are wanted (the rest is the caller's
-        receptive margin, cut off afterwards). Every stage then computes only the samples those
+        receptive margin or padding, cut off afterwards). The input is first cut to those frames
+        plus the receptive radius (the harmonic source is still computed over all of ``f0``, so its
+        phase and random draws are the full decode's), then every stage to the samples the kept
         frames still depend on (:meth:`_stage_reach`): the margin shrinks stage by stage instead of
         being carried at every rate. Frames ``[a, b)`` equal the full decode up to float rounding;
         the rest of the output is zero."""
@@ -317,6 +319,14 @@ class Generator(nn.Module):
                 y[..., b * self.upp:] = 0
                 return y
         har_source = self.harmonic_source(f0, source).to(x.dtype)
+        base = 0  # first frame of the input window (keep: a receptive radius before a)
+        if keep is not None:
+            radius = receptive_radius_frames(self)
+            base, end = max(0, a - radius), min(T, b + radius)
+            x, har_source = x[..., base:end], har_source[..., base * self.upp:end * self.upp]
+            g = g[..., base:end] if g.shape[-1] > 1 else g
+            a, b = a - base, b - base
+            reach = self._stage_reach()
         if self.conv2d:
             # Inference layout [B, C, 1, L] channels-last (inference-ready copies, see for_inference).
             cl = torch.channels_last
@@ -328,7 +338,7 @@ class Generator(nn.Module):
         x = x + self.cond(g)
         rate, start = 1, 0  # samples per frame at this stage; the first sample x holds (stage samples)
         if keep is not None:
-            x, start = self._crop(x, start, a, b, rate, self._stage_reach()[0])
+            x, start = self._crop(x, start, a, b, rate, reach[0])
         for i in range(self.num_upsamples):
             x = self._stage_activation(i, x)
             x = self.ups[i](x)
@@ -340,7 +350,7 @@ class Generator(nn.Module):
                 x = x[..., :source.shape[-1]]
             x = x.add_(source) if inplace else x + source
             if keep is not None:
-                x, start = self._crop(x, start, a, b, rate, self._stage_reach()[i + 1])
+                x, start = self._crop(x, start, a, b, rate, reach[i + 1])
             x = self._mrf(i, x, inplace)
         x = self._post_activation(x)
         x = self.conv_post(x)
@@ -351,7 +361,7 @@ class Generator(nn.Module):
             return x
         out = x.new_zeros(x.shape[0], 1, T * rate)
         lo, hi = a * rate, b * rate
-        out[..., lo:hi] = x[..., lo - start:hi - start]
+        out[..., (base * rate + lo):(base * rate + hi)] = x[..., lo - start:hi - start]
         return out
 
     supports_keep = True  # the snake variant's anti-aliasing filters widen every stage: it decodes whole

@@ -14,8 +14,6 @@ SampleRateSource      f0 nearest-upsampled, cumsum per sample        offline ``i
 FrameRateSource       4.1's frame-rate ("ONNX") formula; with        ``OnnxExport()`` (4.1),
                       ``phase_offset`` the phase is carried in       realtime engine
 ExactFrameRateSource  frame-rate f0, exact sample-rate phase         ONNX exporter
-SourceWindow          frames [start, start+n) of another strategy's   offline ``infer`` with
-                      source over the whole slice                    ``decode_range``
 ===================== ============================================ =========================
 """
 
@@ -28,7 +26,7 @@ import torch.nn.functional as F
 
 from modules import rng
 
-__all__ = ["ExactFrameRateSource", "FrameRateSource", "HarmonicSource", "SampleRateSource", "SourceWindow"]
+__all__ = ["ExactFrameRateSource", "FrameRateSource", "HarmonicSource", "SampleRateSource"]
 
 
 class HarmonicSource:
@@ -102,29 +100,3 @@ class ExactFrameRateSource(HarmonicSource):
     def uv(self, gen, f0: torch.Tensor, upp: int) -> torch.Tensor:
         uv = (f0 > gen.voiced_threshold).float()
         return uv.unsqueeze(-1).expand(-1, -1, int(upp)).reshape(f0.shape[0], -1, 1)  # nearest upsampling
-
-
-class SourceWindow(HarmonicSource):
-    """A window of another strategy's source: ``inner`` computed over the whole slice's f0
-    (``f0_full [B, T]`` Hz), then samples of frames ``[start, start + n)`` for a decoder window of
-    ``n`` frames. The phase and the random initial-phase draw are those of the whole-slice decode,
-    so decoding ``z[:, :, start:start+n]`` with it gives the whole decode's samples away from the
-    window's edges (the decoder's receptive radius)::
-
-        f0_full:  |==================== slice ====================|   sines computed here, once
-        window:              |<-- start … start + n -->|             samples returned
-    """
-
-    def __init__(self, inner: HarmonicSource, f0_full: torch.Tensor, start: int) -> None:
-        self.inner = inner
-        self.f0_full = f0_full
-        self.start = int(start)
-
-    def _cut(self, full: torch.Tensor, n: int, upp: int) -> torch.Tensor:
-        return full[:, self.start * upp:(self.start + n) * upp]
-
-    def sines(self, gen, f0: torch.Tensor, upp: int) -> torch.Tensor:
-        return self._cut(self.inner.sines(gen, self.f0_full.float(), upp), f0.shape[1], int(upp))
-
-    def uv(self, gen, f0: torch.Tensor, upp: int) -> torch.Tensor:
-        return self._cut(self.inner.uv(gen, self.f0_full.float(), upp), f0.shape[1], int(upp))
